@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs every build, runtime and test dependency of clip from Debian (and ftfy from PyPI
+# for the tokenizer reference). Idempotent: packages already present are skipped by apt.
+set -euo pipefail
+SUDO=""
+if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+PKGS=(
+  build-essential cmake ninja-build pkg-config git
+  libopenblas-dev libopenblas0-pthread
+  libjpeg62-turbo-dev libpng-dev libwebp-dev libgif-dev zlib1g-dev libtiff-dev
+  nlohmann-json3-dev libcli11-dev libutf8proc-dev libarchive-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  clang libclang-rt-14-dev
+  python3 python3-pip python3-numpy python3-torch python3-pil python3-regex python3-skimage
+  python3-sklearn
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# ftfy is not packaged by Debian 12; the tokenizer's Python reference uses the real one.
+if ! /usr/bin/python3 -c "import ftfy" 2>/dev/null; then
+  /usr/bin/python3 -m pip install -q --break-system-packages ftfy || \
+    echo "install-deps: warning: could not install ftfy (tokenizer reference tests will be skipped)"
+fi
+echo "install-deps: ok"

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The test command (README, CI): Release build + all tests, an ASan/UBSan build + tests,
+# and each libFuzzer target run briefly. Set CLIP_TEST_QUICK=1 to run only the Release part.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+JOBS=${JOBS:-$(nproc)}
+FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+
+echo "== Release build and tests"
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j "$JOBS"
+ctest --test-dir build --output-on-failure -j "$JOBS"
+
+if [ "${CLIP_TEST_QUICK:-0}" = "1" ]; then exit 0; fi
+
+echo "== ASan/UBSan build and tests"
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCLIP_SANITIZE=ON -DCLIP_BUILD_BENCH=OFF \
+  -DCMAKE_CXX_FLAGS="-O1" >/dev/null
+cmake --build build-asan -j "$JOBS"
+# Full-size models are slow without optimisation; the sanitizer run covers everything else.
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ctest --test-dir build-asan --output-on-failure -j "$JOBS" -LE slow
+
+echo "== libFuzzer targets (${FUZZ_SECONDS}s each)"
+CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCLIP_FUZZ=ON >/dev/null
+cmake --build build-fuzz -j "$JOBS"
+for f in build-fuzz/fuzz/fuzz_*; do
+  [ -x "$f" ] || continue
+  name=$(basename "$f")
+  corpus="build-fuzz/corpus/$name"
+  mkdir -p "$corpus"
+  seeds=()
+  [ -d "fuzz/seeds/$name" ] && seeds=("fuzz/seeds/$name")
+  echo "-- $name"
+  "$f" -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -timeout=10 -print_final_stats=0 \
+    "$corpus" "${seeds[@]}" 2>&1 | tail -n 3
+done
+echo "== all tests passed"

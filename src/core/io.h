@@ -1,0 +1,45 @@
+#pragma once
+// File input/output that never loses data: whole-file reads with clear errors, atomic writes
+// (temp file in the same folder, fsync, rename, fsync of the folder), read-only mmap, .npy.
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace clip {
+
+// Reads a whole file; throws clip::Error naming the file on failure.
+std::vector<uint8_t> read_file(const std::string& path);
+std::string read_text_file(const std::string& path);
+
+// Writes bytes to `path` atomically: readers see the old file or the complete new one.
+// Throws clip::Error (naming the file and errno text) on any failure, leaving the old file.
+void write_file_atomic(const std::string& path, const void* data, size_t size);
+inline void write_file_atomic(const std::string& path, std::string_view s) {
+  write_file_atomic(path, s.data(), s.size());
+}
+
+// A read-only memory map of a whole file. Zero-length files map to an empty span.
+class MappedFile {
+ public:
+  static std::shared_ptr<MappedFile> open(const std::string& path);
+  ~MappedFile();
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  MappedFile() = default;
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+  std::string path_;
+};
+
+// NumPy .npy (format 1.0) for a float32 C-order array, written atomically.
+void write_npy_f32(const std::string& path, const float* data, const std::vector<int64_t>& shape);
+// Reads a .npy of float32 (little-endian, C order); returns the data, fills shape.
+std::vector<float> read_npy_f32(const std::string& path, std::vector<int64_t>& shape);
+
+}  // namespace clip
