@@ -1,0 +1,91 @@
+#pragma once
+// clip: CLIP (Radford et al., 2021) in C++ -- the public library API.
+//
+//   #include <clip/clip.h>
+//   clip::Model model = clip::Model::load("models/cifar10-vit");      // file or model directory
+//   auto img = model.encode_image_files({"cat.jpg"});                  // [1, embed_dim], L2-normalized
+//   auto txt = model.encode_texts({"a photo of a cat", "a photo of a dog"});
+//   auto top = model.zeroshot(img.row(0), {"cat", "dog"});              // softmax over labels
+//
+// Everything that can fail throws clip::Error (a std::runtime_error) whose message names the
+// file or input and the problem.
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "clip/error.h"
+
+namespace clip {
+
+
+struct LoadOptions {
+  std::string vocab_path;   // tokenizer vocabulary (.txt.gz or a folder with vocab.json+merges.txt);
+                            // empty: the model directory's own
+  int num_threads = 0;      // 0: all cores
+};
+
+// A row-major [rows, cols] float matrix.
+struct Embeddings {
+  int64_t rows = 0, cols = 0;
+  std::vector<float> data;
+  std::span<const float> row(int64_t i) const { return {data.data() + i * cols, size_t(cols)}; }
+};
+
+struct Prediction {
+  std::string label;
+  int index = 0;
+  float probability = 0;  // softmax over labels of exp(logit_scale) * cosine
+  float cosine = 0;
+};
+
+class Model {
+ public:
+  // `path`: a .safetensors checkpoint (OpenAI / open_clip / Hugging Face names) or a model
+  // directory holding weights, config, tokenizer files and preprocessing config.
+  static Model load(const std::string& path, const LoadOptions& options = {});
+  Model(Model&&) noexcept;
+  Model& operator=(Model&&) noexcept;
+  ~Model();
+
+  int embed_dim() const;
+  int image_size() const;
+  int context_length() const;
+  float logit_scale() const;  // exp() of the stored parameter: the multiplier of cosines
+  std::string describe() const;  // one-line architecture summary
+
+  // All encoders return L2-normalized rows, in input order.
+  Embeddings encode_image_files(const std::vector<std::string>& paths, int batch_size = 32) const;
+  Embeddings encode_image_rgb(const uint8_t* rgb, int width, int height) const;  // interleaved RGB8
+  Embeddings encode_texts(const std::vector<std::string>& texts, int batch_size = 64) const;
+  Embeddings encode_token_ids(const std::vector<int32_t>& ids, int count, int context_length) const;
+
+  // Tokenizes like clip.tokenize: [count, context_length], start/end tokens, zero padding.
+  std::vector<int32_t> tokenize(const std::vector<std::string>& texts, bool truncate = false) const;
+
+  // Class embeddings for zero-shot classification: each label formatted with every template
+  // ("{}" is replaced), embeddings normalized, averaged, renormalized (the paper's ensemble).
+  Embeddings class_embeddings(const std::vector<std::string>& labels,
+                              const std::vector<std::string>& templates = {"a photo of a {}."}) const;
+  // Labels sorted by probability (top_k of them; 0 = all).
+  std::vector<Prediction> zeroshot(std::span<const float> image_embedding, const Embeddings& classes,
+                                   const std::vector<std::string>& labels, int top_k = 0) const;
+  std::vector<Prediction> zeroshot(std::span<const float> image_embedding,
+                                   const std::vector<std::string>& labels, int top_k = 0,
+                                   const std::vector<std::string>& templates = {"a photo of a {}."}) const;
+
+  struct Impl;
+
+ private:
+  explicit Model(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Cosine similarity matrix of two sets of L2-normalized rows: [a.rows, b.rows].
+Embeddings cosine_matrix(const Embeddings& a, const Embeddings& b);
+
+void set_num_threads(int n);
+
+}  // namespace clip

@@ -1,0 +1,56 @@
+#pragma once
+// OpenAI's ModifiedResNet image encoder (RN50, RN101, RN50x4, x16, x64): a three-convolution
+// stem, four stages of anti-aliased bottleneck blocks and an attention-pooling head.
+// Inference only; batch norm is folded into the convolutions when the weights are loaded.
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "model/weights.h"
+
+namespace clip {
+
+namespace resnet_detail { struct Weights; }
+
+class ResNetVisual {
+ public:
+  // Reads the visual.* tensors of `ckpt` (canonical OpenAI names, F32). The architecture is
+  // taken from ckpt.config.vision when it names a ResNet and checked against the tensor
+  // shapes; otherwise it is inferred from the shapes (as openai/CLIP's build_model does).
+  // Throws clip::Error naming the tensor when one is missing or has the wrong shape.
+  explicit ResNetVisual(const LoadedCheckpoint& ckpt);
+  ~ResNetVisual();
+  ResNetVisual(ResNetVisual&&) noexcept;
+  ResNetVisual& operator=(ResNetVisual&&) noexcept;
+
+  // pixels_nchw: [batch, 3, image_size, image_size] (normalised pixels);
+  // features_out: [batch, embed_dim], not normalised.
+  void encode(const float* pixels_nchw, int batch, float* features_out) const;
+
+  // Called after each stage with the activation in NCHW order (a temporary buffer):
+  //   "stem"   [B, width, S/4, S/4]          (after the stem's 2x2 average pool)
+  //   "layer1" [B, 4*width, S/4, S/4] ... "layer4" [B, 32*width, S/32, S/32]
+  //   "attnpool" [B, embed_dim]              (the output; same as features_out)
+  using StageHook = std::function<void(const std::string& stage, const float* data,
+                                       const std::vector<int64_t>& shape)>;
+  void encode(const float* pixels_nchw, int batch, float* features_out, const StageHook& hook) const;
+
+  const VisionConfig& config() const { return config_; }
+  int embed_dim() const { return embed_dim_; }
+  int image_size() const { return config_.image_size; }
+
+  // Per-stage wall time (seconds) of the last encode() call, for the benchmarks:
+  // stem, layer1..layer4, attnpool.
+  struct StageTimes { double stem = 0, layer[4] = {0, 0, 0, 0}, attnpool = 0; };
+  const StageTimes& last_stage_times() const { return times_; }
+
+ private:
+  VisionConfig config_;
+  int embed_dim_ = 0;
+  std::unique_ptr<resnet_detail::Weights> weights_;
+  mutable StageTimes times_;
+};
+
+}  // namespace clip
