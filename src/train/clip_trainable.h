@@ -1,0 +1,165 @@
+#pragma once
+// A trainable ViT CLIP (image tower + text tower + logit_scale) with explicit forward/backward
+// passes over planned activation buffers (llm.c style).
+//
+// Memory layout:
+//   * all parameters live in ONE contiguous arena (params()), in OpenAI state-dict order and
+//     names: first every "visual.*" tensor, then the text tower, then "logit_scale" last, so a
+//     tower is one contiguous range (freezing, per-tower clipping);
+//   * the gradients live in a second arena with the same layout (grads());
+//   * the optimizer keeps its moments in two more arenas of that layout (see optimizer.h);
+//   * activations for each tower are planned for a batch size on first use (or by
+//     plan_image/plan_text) as one arena per tower, and reused while the batch size fits.
+// T is float for training; double is instantiated for float64 reference comparisons.
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "model/config.h"
+#include "train/layers.h"
+
+namespace clip::train {
+
+enum class Tower : uint8_t { Image, Text, Shared };  // Shared: logit_scale
+
+struct ParamEntry {
+  std::string name;             // OpenAI state-dict name
+  std::vector<int64_t> shape;   // PyTorch shape
+  size_t offset = 0;            // into the parameter (and gradient) arena, in elements
+  size_t numel = 0;
+  Tower tower = Tower::Shared;
+  bool weight_decay = false;    // see excluded_from_weight_decay
+};
+
+// The weight-decay rule (issue 5): a parameter gets NO weight decay when
+//   ndim < 2 || name contains "bn" || "ln" || "bias" || "logit_scale" || "embedding"
+// i.e. open_clip's `exclude` lambda plus the embeddings (token_embedding.weight,
+// positional_embedding, visual.class_embedding, visual.positional_embedding). tools/
+// train_reference.py applies the same predicate.
+bool excluded_from_weight_decay(const std::string& name, size_t ndim);
+
+template <typename T>
+class TrainableClip {
+ public:
+  // ViT image tower only (vision.resnet_layers must be empty); heads must divide widths.
+  explicit TrainableClip(const ModelConfig& config);
+
+  const ModelConfig& config() const { return config_; }
+  const std::vector<ParamEntry>& parameters() const { return entries_; }
+  const ParamEntry& entry(const std::string& name) const;  // throws clip::Error if unknown
+  size_t num_params() const { return params_.size(); }
+  T* params() { return params_.data(); }
+  const T* params() const { return params_.data(); }
+  T* grads() { return grads_.data(); }
+  const T* grads() const { return grads_.data(); }
+  T* param(const std::string& name) { return params_.data() + entry(name).offset; }
+  T* grad(const std::string& name) { return grads_.data() + entry(name).offset; }
+  // The [begin, end) element range of a tower in the arenas.
+  std::pair<size_t, size_t> tower_range(Tower tower) const;
+
+  T logit_scale() const { return params_[logit_scale_offset_]; }
+  T& logit_scale_ref() { return params_[logit_scale_offset_]; }
+  T& logit_scale_grad() { return grads_[logit_scale_offset_]; }
+
+  // openai/CLIP model.py's initialisation (initialize_parameters plus PyTorch's module
+  // defaults for what it leaves alone), from a reproducible seeded generator.
+  void init_openai(uint64_t seed);
+  // Copies tensors (canonical OpenAI names, any float dtype) into the arena. Every parameter
+  // must be present with the right shape; unknown names are an error unless ignore_unknown.
+  void load(const std::map<std::string, Tensor>& tensors, bool ignore_unknown = true);
+  // The parameters as F32 tensors under their OpenAI names (copies).
+  std::map<std::string, Tensor> state_dict() const;
+  // Writes the parameters as an OpenAI-named F32 .safetensors file, which every `clip`
+  // command that loads checkpoints accepts. A bare file carries no configuration: the loader
+  // infers it from the shapes as openai/CLIP's build_model does (heads = width / 64,
+  // QuickGELU), so use save_model_directory for other head counts or GELU.
+  void save(const std::string& path) const;
+  // A model directory (open_clip layout: weights + open_clip_config.json) that keeps the
+  // whole configuration (heads, activation).
+  void save_model_directory(const std::string& dir) const;
+
+  void zero_grad();
+
+  // Image tower: pixels [B, 3, S, S] (normalised) -> features [B, embed_dim]. Keeps the
+  // activations for backward_image (until the next forward_image).
+  void forward_image(const float* pixels, int64_t B, T* features);
+  // Accumulates the parameter gradients of the image tower for d(loss)/d(features).
+  void backward_image(const T* d_features);
+  // Text tower: ids [B, context_length] (pooled at the first occurrence of the largest id,
+  // as argmax) -> features [B, embed_dim].
+  void forward_text(const int32_t* ids, int64_t B, T* features);
+  void backward_text(const T* d_features);
+
+  // Bytes of activation memory currently planned for both towers.
+  size_t activation_bytes() const;
+
+  // Activation recomputation (gradient checkpointing per residual block): only each block's
+  // output is kept; a block's internals (LayerNorm outputs, q/k/v, attention probabilities,
+  // MLP hidden states) live in one buffer shared by all blocks and are recomputed from the
+  // block's input just before its backward. Costs one more forward pass of the blocks;
+  // the gradients are bit-identical. Takes effect at the next forward.
+  void set_recompute(bool on);
+  bool recompute() const { return recompute_; }
+
+ private:
+  struct BlockParams {  // offsets into the arenas
+    size_t ln1_w, ln1_b, in_w, in_b, out_w, out_b, ln2_w, ln2_b, fc_w, fc_b, proj_w, proj_b;
+  };
+  struct LayerActs {
+    T *ln1, *ln1_mean, *ln1_rstd, *qkv, *probs, *attn, *res1, *ln2, *ln2_mean, *ln2_rstd, *h,
+        *a, *res2;
+  };
+  struct TowerActs {
+    int64_t B = 0;  // planned batch size (0: nothing planned)
+    bool recompute = false;  // planned for recomputation
+    int64_t B_used = 0;  // batch of the last forward
+    std::vector<T> arena;
+    std::vector<LayerActs> layers;
+    // tower-level buffers (some unused by one tower)
+    T *patches = nullptr, *ptok = nullptr, *x0 = nullptr, *lnpre = nullptr,
+      *lnpre_mean = nullptr, *lnpre_rstd = nullptr, *pooled = nullptr, *lnfin = nullptr,
+      *lnfin_mean = nullptr, *lnfin_rstd = nullptr;
+    // gradient scratch
+    T *g1, *g2, *dln, *dqkv, *dattn, *dh, *da, *dptok, *dpooled, *dlnfin;
+    std::vector<int32_t> ids, pool_index;
+  };
+  struct TowerShape {
+    int64_t L, D, H, F, layers;
+    bool causal;
+  };
+
+  size_t add_param(const std::string& name, std::vector<int64_t> shape, Tower tower);
+  std::vector<BlockParams> add_blocks(const std::string& prefix, int layers, int64_t D,
+                                      int64_t F, Tower tower);
+  void plan(TowerActs& acts, const TowerShape& s, int64_t B, bool vision);
+  void block_forward(TowerActs& acts, const TowerShape& s, const BlockParams& p, size_t l,
+                     const T* in, int64_t B);
+  void transformer_forward(TowerActs& acts, const TowerShape& s,
+                           const std::vector<BlockParams>& blocks, const T* x, int64_t B);
+  // acts.g1 holds d(output of the last block) on entry and d(input of block 0) on exit.
+  void transformer_backward(TowerActs& acts, const TowerShape& s,
+                            const std::vector<BlockParams>& blocks, const T* x, int64_t B);
+
+  ModelConfig config_;
+  Act act_;
+  std::vector<ParamEntry> entries_;
+  std::map<std::string, size_t> index_;
+  std::vector<T> params_, grads_;
+  size_t total_ = 0;
+  TowerShape vshape_{}, tshape_{};
+  int64_t patch_ = 0, grid2_ = 0;
+  // parameter offsets
+  size_t v_conv_, v_cls_, v_pos_, v_lnpre_w_, v_lnpre_b_, v_lnpost_w_, v_lnpost_b_, v_proj_;
+  size_t t_tok_, t_pos_, t_lnfin_w_, t_lnfin_b_, t_proj_, logit_scale_offset_;
+  std::vector<BlockParams> vblocks_, tblocks_;
+  TowerActs vacts_, tacts_;
+  bool recompute_ = false;
+  std::pair<size_t, size_t> vrange_{}, trange_{};
+};
+
+extern template class TrainableClip<float>;
+extern template class TrainableClip<double>;
+
+}  // namespace clip::train

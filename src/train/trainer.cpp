@@ -1,0 +1,32 @@
+#include "train/trainer.h"
+
+namespace clip::train {
+
+template <typename T>
+Trainer<T>::Trainer(TrainableClip<T>& model, const TrainConfig& config)
+    : model_(model), config_(config), optimizer_(model, config.adamw) {
+  optimizer_.set_frozen(Tower::Image, config.freeze_image);
+  optimizer_.set_frozen(Tower::Text, config.freeze_text);
+}
+
+template <typename T>
+StepStats Trainer<T>::step(const float* pixels, const int32_t* ids, int64_t N) {
+  StepStats s;
+  s.step = step_;
+  s.lr = cosine_lr(config_.adamw.lr, config_.warmup_steps, config_.total_steps, step_);
+  GradientOptions go;
+  go.micro_batch = config_.micro_batch;
+  go.train_image = !config_.freeze_image;
+  go.train_text = !config_.freeze_text;
+  s.loss = contrastive_gradients(model_, pixels, ids, N, go).loss;
+  s.grad_norm = clip_grad_norm(model_.grads(), optimizer_.trained_ranges(), config_.max_grad_norm);
+  optimizer_.step(s.lr);
+  s.logit_scale = double(model_.logit_scale());
+  ++step_;
+  return s;
+}
+
+template class Trainer<float>;
+template class Trainer<double>;
+
+}  // namespace clip::train

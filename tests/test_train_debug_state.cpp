@@ -1,0 +1,292 @@
+// Our training step against PyTorch's on a tiny ViT CLIP (tools/train_reference.py writes
+// tests/data/train/debug_state.safetensors: inputs, initial parameters, the loss, every
+// parameter's gradient and the parameters after 5 AdamW steps with warm-up + cosine schedule,
+// global-norm clipping and the logit_scale clamp; once computed by torch in float32 and once
+// in float64).
+//
+// Tolerances (issue 5): loss and gradients within 1e-5 relative with a 1e-7 absolute floor,
+// element-wise:  |ours - ref| <= max(1e-5 * |ref|, 1e-7);  parameters after the 5 steps within
+// 1e-6 absolute.
+//   * Our float64 build of the same code meets these against torch's float64 run (the exact
+//     answer; the stored values are rounded to float32, 6e-8 relative).
+//   * In float32 the bound cannot be met element-wise by ANY float32 implementation: torch's
+//     own float32 run misses it against its float64 run (the script stores that measurement
+//     in the metadata, "float32_vs_float64"). Rounding differences of ~1e-7 relative in the
+//     activations become absolute gradient errors of a few 1e-6 in gradients of size 10 (the
+//     gradient norm is 59), which is over the 1e-7 floor on near-zero entries. So the float32
+//     run is checked against the float64 truth with a bound derived from torch's float32 error:
+//     ours must be no worse than twice torch's own float32 error (per tensor, in max-abs
+//     terms, plus the issue's tolerance), and within the issue's tolerance relative to the
+//     tensor's largest entry (a normwise 1e-5 bound).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/safetensors.h"
+#include "train/clip_trainable.h"
+#include "train/grad_accum.h"
+#include "train/trainer.h"
+
+using namespace clip;
+using namespace clip::train;
+
+namespace {
+
+const std::string kPath = std::string(CLIP_SOURCE_DIR) + "/tests/data/train/debug_state.safetensors";
+
+struct Reference {
+  SafetensorsFile file;
+  ModelConfig config;
+  nlohmann::json hp;
+  std::vector<float> pixels;
+  std::vector<int32_t> ids;
+  int64_t N = 0;
+
+  std::vector<float> get(const std::string& name) const {
+    const auto* t = file.find(name);
+    if (!t) throw Error(file.path() + ": no tensor " + name);
+    std::vector<float> v(size_t(t->numel()));
+    file.copy_f32(*t, v.data());
+    return v;
+  }
+  bool has(const std::string& name) const { return file.find(name) != nullptr; }
+};
+
+Reference load_reference(const std::string& path = kPath) {
+  Reference r{SafetensorsFile::open(path), {}, {}, {}, {}, 0};
+  const auto cfg = nlohmann::json::parse(r.file.metadata().at("config"));
+  r.hp = nlohmann::json::parse(r.file.metadata().at("train"));
+  ModelConfig& c = r.config;
+  c.embed_dim = cfg["embed_dim"];
+  c.activation = cfg["activation"] == "gelu" ? Activation::GELU : Activation::QuickGELU;
+  c.vision.image_size = cfg["vision"]["image_size"];
+  c.vision.patch_size = cfg["vision"]["patch_size"];
+  c.vision.width = cfg["vision"]["width"];
+  c.vision.layers = cfg["vision"]["layers"];
+  c.vision.heads = cfg["vision"]["heads"];
+  c.vision.mlp_dim = 4 * c.vision.width;
+  c.text.context_length = cfg["text"]["context_length"];
+  c.text.vocab_size = cfg["text"]["vocab_size"];
+  c.text.width = cfg["text"]["width"];
+  c.text.layers = cfg["text"]["layers"];
+  c.text.heads = cfg["text"]["heads"];
+  c.text.mlp_dim = 4 * c.text.width;
+  r.pixels = r.get("input.pixels");
+  const auto* ids = r.file.find("input.text");
+  EXPECT_EQ(ids->dtype, DType::I32);
+  const auto* p = reinterpret_cast<const int32_t*>(r.file.bytes(*ids));
+  r.ids.assign(p, p + ids->numel());
+  r.N = ids->shape[0];
+  return r;
+}
+
+template <typename T>
+std::map<std::string, Tensor> initial_params(const Reference& ref, const TrainableClip<T>& m) {
+  std::map<std::string, Tensor> out;
+  std::set<std::string> ours;
+  for (const auto& e : m.parameters()) ours.insert(e.name);
+  for (const auto& t : ref.file.tensors()) {
+    if (t.name.rfind("param.", 0) != 0) continue;
+    const std::string name = t.name.substr(6);
+    EXPECT_TRUE(ours.count(name)) << "torch has parameter " << name << " that we lack";
+    out[name] = ref.file.to_f32(t);
+  }
+  EXPECT_EQ(out.size(), ours.size()) << "parameter sets differ";
+  return out;
+}
+
+struct Diff {
+  double max_abs = 0;     // max |a - b|
+  double max_ref = 0;     // max |b|
+  double worst = 0;       // max |a - b| / max(rtol |b|, atol): <= 1 means within tolerance
+  std::string worst_name;
+};
+
+template <typename A>
+void accumulate_diff(Diff& d, const std::string& name, const A* a, const std::vector<float>& b,
+                     double rtol, double atol) {
+  for (size_t i = 0; i < b.size(); ++i) {
+    const double e = std::abs(double(a[i]) - double(b[i]));
+    d.max_abs = std::max(d.max_abs, e);
+    d.max_ref = std::max(d.max_ref, std::abs(double(b[i])));
+    const double w = e / std::max(rtol * std::abs(double(b[i])), atol);
+    if (w > d.worst) {
+      d.worst = w;
+      d.worst_name = name + "[" + std::to_string(i) + "]";
+    }
+  }
+}
+
+// Gradients of the initial parameters: ours (type T) vs the tensors "<prefix><name>".
+template <typename T>
+Diff compare_grads(const Reference& ref, TrainableClip<T>& m, const std::string& prefix) {
+  Diff d;
+  for (const auto& e : m.parameters())
+    accumulate_diff(d, e.name, m.grads() + e.offset, ref.get(prefix + e.name), 1e-5, 1e-7);
+  return d;
+}
+// skip_key_bias: leave out the key third of every attn.in_proj_bias (see below).
+template <typename T>
+Diff compare_params(const Reference& ref, TrainableClip<T>& m, const std::string& prefix,
+                    bool skip_key_bias = false) {
+  Diff d;
+  for (const auto& e : m.parameters()) {
+    auto b = ref.get(prefix + e.name);
+    std::vector<T> a(m.params() + e.offset, m.params() + e.offset + e.numel);
+    if (skip_key_bias && e.name.find("attn.in_proj_bias") != std::string::npos) {
+      const size_t D = e.numel / 3;
+      b.erase(b.begin() + D, b.begin() + 2 * D);
+      a.erase(a.begin() + D, a.begin() + 2 * D);
+    }
+    accumulate_diff(d, e.name, a.data(), b, 0.0, 1e-6);
+  }
+  return d;
+}
+Diff compare_ref(const Reference& ref, const TrainableClip<float>& m, const std::string& a_prefix,
+                 const std::string& b_prefix, double rtol, double atol) {
+  Diff d;
+  for (const auto& e : m.parameters()) {
+    const auto a = ref.get(a_prefix + e.name);
+    accumulate_diff(d, e.name, a.data(), ref.get(b_prefix + e.name), rtol, atol);
+  }
+  return d;
+}
+
+template <typename T>
+TrainConfig train_config(const Reference& ref) {
+  TrainConfig tc;
+  tc.adamw.lr = ref.hp["lr"];
+  tc.adamw.beta1 = ref.hp["beta1"];
+  tc.adamw.beta2 = ref.hp["beta2"];
+  tc.adamw.eps = ref.hp["eps"];
+  tc.adamw.weight_decay = ref.hp["weight_decay"];
+  tc.warmup_steps = ref.hp["warmup"];
+  tc.total_steps = ref.hp["steps"];
+  tc.max_grad_norm = ref.hp["max_grad_norm"];
+  return tc;
+}
+
+void print(const char* what, const Diff& d) {
+  std::printf("%-44s max|diff| %.3e (max|ref| %.3e), worst/tolerance %.3f at %s\n", what,
+              d.max_abs, d.max_ref, d.worst, d.worst_name.c_str());
+}
+
+}  // namespace
+
+TEST(TrainDebugState, WeightDecayGroupsMatchTheRule) {
+  const Reference ref = load_reference();
+  TrainableClip<float> m(ref.config);
+  // The decayed parameters: exactly the matrices that are not embeddings.
+  std::set<std::string> decayed;
+  for (const auto& e : m.parameters())
+    if (e.weight_decay) decayed.insert(e.name);
+  for (const auto& e : m.parameters()) {
+    const bool matrix_weight = e.shape.size() >= 2 && e.name.find("embedding") == std::string::npos;
+    EXPECT_EQ(decayed.count(e.name) == 1, matrix_weight) << e.name;
+  }
+  EXPECT_TRUE(decayed.count("visual.conv1.weight"));
+  EXPECT_TRUE(decayed.count("text_projection"));
+  EXPECT_TRUE(decayed.count("visual.proj"));
+  EXPECT_FALSE(decayed.count("logit_scale"));
+  EXPECT_FALSE(decayed.count("visual.class_embedding"));
+  EXPECT_FALSE(decayed.count("visual.positional_embedding"));
+  EXPECT_FALSE(decayed.count("token_embedding.weight"));
+}
+
+// float64: the math, checked at the issue's tolerances against torch's float64 run.
+void check_float64(const Reference& ref) {
+  TrainableClip<double> m(ref.config);
+  m.load(initial_params(ref, m));
+  const auto r = contrastive_gradients(m, ref.pixels.data(), ref.ids.data(), ref.N);
+  const double loss64 = ref.get("loss64")[0];
+  EXPECT_LE(std::abs(r.loss - loss64), 1e-5 * std::abs(loss64));
+  const Diff g = compare_grads(ref, m, "grad64.");
+  print("float64 grads vs torch float64", g);
+  EXPECT_LE(g.worst, 1.0) << g.worst_name;
+
+  TrainableClip<double> m2(ref.config);
+  m2.load(initial_params(ref, m2));
+  Trainer<double> trainer(m2, train_config<double>(ref));
+  for (int s = 0; s < int(ref.hp["steps"]); ++s) trainer.step(ref.pixels.data(), ref.ids.data(), ref.N);
+  const Diff p = compare_params(ref, m2, "final64.");
+  print("float64 params after 5 steps vs torch float64", p);
+  EXPECT_LE(p.worst, 1.0) << p.worst_name;
+}
+
+// float32: against torch's float32 run, and against the float64 truth with a bound derived
+// from torch's own float32 error (see the top of this file).
+void check_float32(const Reference& ref) {
+  TrainableClip<float> m(ref.config);
+  m.load(initial_params(ref, m));
+  const auto r = contrastive_gradients(m, ref.pixels.data(), ref.ids.data(), ref.N);
+  const double loss32 = ref.get("loss")[0];
+  EXPECT_LE(std::abs(r.loss - loss32), 1e-5 * std::abs(loss32)) << r.loss << " vs " << loss32;
+
+  const Diff vs32 = compare_grads(ref, m, "grad.");
+  const Diff vs64 = compare_grads(ref, m, "grad64.");
+  const Diff torch32 = compare_ref(ref, m, "grad.", "grad64.", 1e-5, 1e-7);
+  print("float32 grads vs torch float32", vs32);
+  print("float32 grads vs torch float64", vs64);
+  print("torch float32 grads vs torch float64", torch32);
+  // Normwise 1e-5 against both references.
+  EXPECT_LE(vs32.max_abs, 1e-5 * vs32.max_ref);
+  EXPECT_LE(vs64.max_abs, 1e-5 * vs64.max_ref);
+  // No worse than twice torch's own float32 error, in max-abs and element-wise terms.
+  EXPECT_LE(vs64.max_abs, 2 * torch32.max_abs + 1e-7);
+  EXPECT_LE(vs64.worst, std::max(1.0, 2 * torch32.worst)) << vs64.worst_name;
+
+  TrainableClip<float> m2(ref.config);
+  m2.load(initial_params(ref, m2));
+  Trainer<float> trainer(m2, train_config<float>(ref));
+  const auto step_loss = ref.get("step.loss"), step_norm = ref.get("step.grad_norm"),
+             step_lr = ref.get("step.lr");
+  for (int s = 0; s < int(ref.hp["steps"]); ++s) {
+    const StepStats st = trainer.step(ref.pixels.data(), ref.ids.data(), ref.N);
+    EXPECT_NEAR(st.loss, step_loss[s], 1e-5 * std::abs(step_loss[s])) << "step " << s;
+    EXPECT_NEAR(st.grad_norm, step_norm[s], 1e-5 * std::abs(step_norm[s])) << "step " << s;
+    EXPECT_NEAR(st.lr, step_lr[s], 1e-7 * step_lr[s]) << "step " << s;
+  }
+  const Diff p32 = compare_params(ref, m2, "final.");
+  const Diff p64 = compare_params(ref, m2, "final64.");
+  const Diff torch_p = compare_ref(ref, m2, "final.", "final64.", 0.0, 1e-6);
+  print("float32 params after 5 steps vs torch float32", p32);
+  print("float32 params after 5 steps vs torch float64", p64);
+  print("torch float32 params vs torch float64", torch_p);
+  EXPECT_LE(p32.max_abs, 1e-6 + 2 * torch_p.max_abs);
+  EXPECT_LE(p64.max_abs, 1e-6 + 2 * torch_p.max_abs);
+  // Where the float32 runs differ by more than 1e-6: the KEY part of attn.in_proj_bias. Its
+  // exact gradient is zero (a key bias adds the same amount to every score of a softmax row),
+  // so in float32 it is pure rounding noise (~1e-9), which Adam divides by sqrt(v) + eps
+  // (eps = 1e-6) into steps of up to a few 1e-6 in a direction set by noise; torch's own float32
+  // run shows the same (torch float32 vs float64 above). Every other parameter meets the
+  // issue's 1e-6 against both references.
+  const Diff q32 = compare_params(ref, m2, "final.", true);
+  const Diff q64 = compare_params(ref, m2, "final64.", true);
+  print("  ... without the key biases, vs torch float32", q32);
+  print("  ... without the key biases, vs torch float64", q64);
+  EXPECT_LE(q32.worst, 1.0) << q32.worst_name;
+  EXPECT_LE(q64.worst, 1.0) << q64.worst_name;
+}
+
+TEST(TrainDebugState, Float64MatchesTorchFloat64) { check_float64(load_reference()); }
+TEST(TrainDebugState, Float32MatchesTorch) { check_float32(load_reference()); }
+
+// The same with GELU instead of QuickGELU. This state is not committed (size): it is generated
+// here by the reference script, which needs Debian's python3-torch.
+// ("Slow": it runs torch for a few seconds, so the sanitizer run skips it.)
+TEST(TrainDebugState, GeluGeneratedByTheReferenceScriptSlow) {
+  const std::string out = std::string(CLIP_BINARY_DIR) + "/train_debug_state_gelu.safetensors";
+  const std::string cmd = std::string(CLIP_PYTHON) + " " + CLIP_SOURCE_DIR +
+                          "/tools/train_reference.py --activation gelu --out " + out +
+                          " > /dev/null";
+  if (std::system(cmd.c_str()) != 0) GTEST_SKIP() << "reference script failed (no torch?): " << cmd;
+  const Reference ref = load_reference(out);
+  ASSERT_EQ(ref.config.activation, Activation::GELU);
+  check_float64(ref);
+  check_float32(ref);
+}
