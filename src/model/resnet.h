@@ -42,15 +42,15 @@ class ResNetVisual {
   int image_size() const { return config_.image_size; }
 
   // Per-stage wall time (seconds) of the last encode() call, for the benchmarks:
-  // stem, layer1..layer4, attnpool.
+  // stem, layer1..layer4, attnpool. (encode() may run on several threads at once; the times
+  // are then those of whichever call finished last.)
   struct StageTimes { double stem = 0, layer[4] = {0, 0, 0, 0}, attnpool = 0; };
-  const StageTimes& last_stage_times() const { return times_; }
+  StageTimes last_stage_times() const;
 
  private:
   VisionConfig config_;
   int embed_dim_ = 0;
-  std::unique_ptr<resnet_detail::Weights> weights_;
-  mutable StageTimes times_;
+  std::unique_ptr<resnet_detail::Weights> weights_;  // also holds the last stage times
 };
 
 }  // namespace clip
