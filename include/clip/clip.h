@@ -21,9 +21,10 @@
 namespace clip {
 
 
-struct LoadOptions {
+struct ModelOptions {
   std::string vocab_path;   // tokenizer vocabulary (.txt.gz or a folder with vocab.json+merges.txt);
                             // empty: the model directory's own
+  std::string config_path;  // model config JSON overriding the directory's / shape inference
   int num_threads = 0;      // 0: all cores
 };
 
@@ -45,7 +46,7 @@ class Model {
  public:
   // `path`: a .safetensors checkpoint (OpenAI / open_clip / Hugging Face names) or a model
   // directory holding weights, config, tokenizer files and preprocessing config.
-  static Model load(const std::string& path, const LoadOptions& options = {});
+  static Model load(const std::string& path, const ModelOptions& options = {});
   Model(Model&&) noexcept;
   Model& operator=(Model&&) noexcept;
   ~Model();

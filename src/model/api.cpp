@@ -1,0 +1,280 @@
+// The public API (include/clip/clip.h): a thin layer over the checkpoint loader, ClipModel,
+// the tokenizer and the image pipeline, so that a program embeds CLIP in a few lines.
+#include "clip/clip.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <numeric>
+
+#include "core/ops.h"
+#include "core/threads.h"
+#include "model/clip_model.h"
+#include "model/weights.h"
+#include "text/tokenizer.h"
+#include "vision/image.h"
+#include "vision/preprocess.h"
+
+namespace clip {
+
+struct Model::Impl {
+  std::unique_ptr<ClipModel> model;
+  std::shared_ptr<Tokenizer> tokenizer;  // null when the model carries no vocabulary
+  std::string tokenizer_error;           // why there is none (reported on first text use)
+  PreprocessConfig preprocess;
+  std::string path;
+
+  const Tokenizer& tok() const {
+    if (!tokenizer) throw Error(tokenizer_error);
+    return *tokenizer;
+  }
+};
+
+namespace {
+namespace fs = std::filesystem;
+
+void normalize_rows(Embeddings& e) { l2_normalize_rows(e.data.data(), e.rows, e.cols); }
+
+std::string replace_braces(const std::string& tmpl, const std::string& label) {
+  std::string out = tmpl;
+  auto pos = out.find("{}");
+  if (pos == std::string::npos) return out + " " + label;
+  out.replace(pos, 2, label);
+  return out;
+}
+
+std::shared_ptr<Tokenizer> load_tokenizer(const std::string& vocab, const std::string& model_dir,
+                                          std::string& why_not) {
+  if (!vocab.empty()) {
+    if (fs::is_directory(vocab)) return std::make_shared<Tokenizer>(Tokenizer::from_directory(vocab));
+    if (vocab.ends_with(".json")) {
+      auto merges = (fs::path(vocab).parent_path() / "merges.txt").string();
+      return std::make_shared<Tokenizer>(Tokenizer::from_hf(vocab, merges));
+    }
+    return std::make_shared<Tokenizer>(Tokenizer::from_openai_bpe(vocab));
+  }
+  if (!model_dir.empty()) {
+    try {
+      return std::make_shared<Tokenizer>(Tokenizer::from_directory(model_dir));
+    } catch (const Error& e) {
+      why_not = std::string(e.what()) + " (give the vocabulary with --vocab / ModelOptions::vocab_path)";
+      return nullptr;
+    }
+  }
+  why_not = "the checkpoint carries no tokenizer files: give the vocabulary (e.g. "
+            "bpe_simple_vocab_16e6.txt.gz) with --vocab / ModelOptions::vocab_path";
+  return nullptr;
+}
+}  // namespace
+
+Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Model::Model(Model&&) noexcept = default;
+Model& Model::operator=(Model&&) noexcept = default;
+Model::~Model() = default;
+
+Model Model::load(const std::string& path, const ModelOptions& options) {
+  if (options.num_threads > 0) set_num_threads(options.num_threads);
+  auto impl = std::make_unique<Impl>();
+  impl->path = path;
+  LoadOptions load_options;
+  load_options.config_path = options.config_path;
+  LoadedCheckpoint ckpt = load_checkpoint(path, load_options);
+  std::string model_dir = ckpt.model_dir;
+  impl->preprocess = PreprocessConfig{};
+  impl->preprocess.image_size = ckpt.config.vision.image_size;
+  if (!model_dir.empty()) {
+    try {
+      PreprocessConfig pc = load_preprocess_config(model_dir);
+      impl->preprocess = pc;
+    } catch (const Error&) {
+      // No preprocessing config in the directory: CLIP's defaults at the model's resolution.
+    }
+    if (impl->preprocess.image_size != ckpt.config.vision.image_size)
+      throw Error(path + ": preprocessing config says image size " +
+                  std::to_string(impl->preprocess.image_size) + " but the model expects " +
+                  std::to_string(ckpt.config.vision.image_size));
+  }
+  impl->tokenizer = load_tokenizer(options.vocab_path, model_dir, impl->tokenizer_error);
+  if (impl->tokenizer && impl->tokenizer->vocab_size() > ckpt.config.text.vocab_size)
+    throw Error(path + ": the tokenizer has " + std::to_string(impl->tokenizer->vocab_size()) +
+                " tokens but the model's token embedding has only " +
+                std::to_string(ckpt.config.text.vocab_size) + " rows: wrong vocabulary for this model");
+  impl->model = std::make_unique<ClipModel>(std::move(ckpt));
+  return Model(std::move(impl));
+}
+
+int Model::embed_dim() const { return impl_->model->config().embed_dim; }
+int Model::image_size() const { return impl_->model->config().vision.image_size; }
+int Model::context_length() const { return impl_->model->config().text.context_length; }
+float Model::logit_scale() const { return std::exp(impl_->model->logit_scale()); }
+
+std::string Model::describe() const {
+  const ModelConfig& c = impl_->model->config();
+  std::string s;
+  if (c.vision.is_resnet()) {
+    s = "ResNet(";
+    for (size_t i = 0; i < c.vision.resnet_layers.size(); ++i)
+      s += (i ? "," : "") + std::to_string(c.vision.resnet_layers[i]);
+    s += ") width " + std::to_string(c.vision.width);
+  } else {
+    s = "ViT " + std::to_string(c.vision.layers) + "x" + std::to_string(c.vision.width) + " patch " +
+        std::to_string(c.vision.patch_size);
+  }
+  s += " @" + std::to_string(c.vision.image_size) + "px; text " + std::to_string(c.text.layers) + "x" +
+       std::to_string(c.text.width) + " ctx " + std::to_string(c.text.context_length) + "; embed " +
+       std::to_string(c.embed_dim);
+  return s;
+}
+
+Embeddings Model::encode_image_files(const std::vector<std::string>& paths, int batch_size) const {
+  const int S = image_size(), D = embed_dim();
+  const size_t per_image = size_t(3) * S * S;
+  batch_size = std::max(1, batch_size);
+  Embeddings out;
+  out.rows = int64_t(paths.size());
+  out.cols = D;
+  out.data.assign(paths.size() * size_t(D), 0.f);
+  std::vector<float> pixels;
+  for (size_t start = 0; start < paths.size(); start += size_t(batch_size)) {
+    size_t n = std::min(paths.size() - start, size_t(batch_size));
+    pixels.resize(n * per_image);
+    std::vector<std::string> errors(n);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (size_t i = 0; i < n; ++i) {
+      try {
+        Image img = decode_image_file(paths[start + i]);
+        preprocess_image(img, impl_->preprocess, pixels.data() + i * per_image);
+      } catch (const std::exception& e) {
+        errors[i] = e.what();
+      }
+    }
+    for (auto& e : errors)
+      if (!e.empty()) throw Error(e);
+    impl_->model->encode_images(pixels.data(), int(n), out.data.data() + start * size_t(D));
+  }
+  normalize_rows(out);
+  return out;
+}
+
+Embeddings Model::encode_image_rgb(const uint8_t* rgb, int width, int height) const {
+  const int S = image_size(), D = embed_dim();
+  std::vector<float> pixels(size_t(3) * S * S);
+  preprocess_rgb(rgb, width, height, impl_->preprocess, pixels.data());
+  Embeddings out;
+  out.rows = 1;
+  out.cols = D;
+  out.data.resize(size_t(D));
+  impl_->model->encode_images(pixels.data(), 1, out.data.data());
+  normalize_rows(out);
+  return out;
+}
+
+std::vector<int32_t> Model::tokenize(const std::vector<std::string>& texts, bool truncate) const {
+  return impl_->tok().tokenize(texts, context_length(), truncate);
+}
+
+Embeddings Model::encode_token_ids(const std::vector<int32_t>& ids, int count, int ctx) const {
+  if (count < 0 || ctx <= 0 || ids.size() != size_t(count) * size_t(ctx))
+    throw Error("encode_token_ids: expected " + std::to_string(count) + " x " + std::to_string(ctx) +
+                " ids, got " + std::to_string(ids.size()));
+  if (ctx > context_length())
+    throw Error("encode_token_ids: context length " + std::to_string(ctx) + " exceeds the model's " +
+                std::to_string(context_length()));
+  const int V = impl_->model->config().text.vocab_size;
+  for (size_t i = 0; i < ids.size(); ++i)
+    if (ids[i] < 0 || ids[i] >= V)
+      throw Error("encode_token_ids: token id " + std::to_string(ids[i]) + " at position " +
+                  std::to_string(i) + " is outside the vocabulary of " + std::to_string(V));
+  Embeddings out;
+  out.rows = count;
+  out.cols = embed_dim();
+  out.data.resize(size_t(count) * size_t(out.cols));
+  if (count > 0) impl_->model->encode_texts(ids.data(), count, ctx, out.data.data());
+  normalize_rows(out);
+  return out;
+}
+
+Embeddings Model::encode_texts(const std::vector<std::string>& texts, int batch_size) const {
+  const int ctx = context_length();
+  batch_size = std::max(1, batch_size);
+  Embeddings out;
+  out.rows = int64_t(texts.size());
+  out.cols = embed_dim();
+  out.data.resize(texts.size() * size_t(out.cols));
+  for (size_t start = 0; start < texts.size(); start += size_t(batch_size)) {
+    size_t n = std::min(texts.size() - start, size_t(batch_size));
+    std::vector<std::string> chunk(texts.begin() + long(start), texts.begin() + long(start + n));
+    std::vector<int32_t> ids = impl_->tok().tokenize(chunk, ctx, false);
+    impl_->model->encode_texts(ids.data(), int(n), ctx, out.data.data() + start * size_t(out.cols));
+  }
+  normalize_rows(out);
+  return out;
+}
+
+Embeddings Model::class_embeddings(const std::vector<std::string>& labels,
+                                   const std::vector<std::string>& templates) const {
+  if (templates.empty()) throw Error("zero-shot: no prompt templates given");
+  std::vector<std::string> prompts;
+  prompts.reserve(labels.size() * templates.size());
+  for (auto& l : labels)
+    for (auto& t : templates) prompts.push_back(replace_braces(t, l));
+  Embeddings all = encode_texts(prompts);
+  Embeddings out;
+  out.rows = int64_t(labels.size());
+  out.cols = all.cols;
+  out.data.assign(size_t(out.rows * out.cols), 0.f);
+  for (int64_t c = 0; c < out.rows; ++c)
+    for (size_t t = 0; t < templates.size(); ++t) {
+      auto r = all.row(c * int64_t(templates.size()) + int64_t(t));
+      for (int64_t j = 0; j < out.cols; ++j) out.data[size_t(c * out.cols + j)] += r[size_t(j)];
+    }
+  normalize_rows(out);
+  return out;
+}
+
+std::vector<Prediction> Model::zeroshot(std::span<const float> image, const Embeddings& classes,
+                                        const std::vector<std::string>& labels, int top_k) const {
+  if (int64_t(labels.size()) != classes.rows) throw Error("zero-shot: labels and class embeddings differ in count");
+  if (int64_t(image.size()) != classes.cols) throw Error("zero-shot: embedding sizes differ");
+  const float scale = logit_scale();
+  std::vector<Prediction> preds(labels.size());
+  float max_logit = -INFINITY;
+  for (size_t c = 0; c < labels.size(); ++c) {
+    auto r = classes.row(int64_t(c));
+    float cos = 0;
+    for (size_t j = 0; j < image.size(); ++j) cos += image[j] * r[j];
+    preds[c] = {labels[c], int(c), 0.f, cos};
+    max_logit = std::max(max_logit, scale * cos);
+  }
+  double sum = 0;
+  for (auto& p : preds) sum += std::exp(double(scale * p.cosine - max_logit));
+  for (auto& p : preds) p.probability = float(std::exp(double(scale * p.cosine - max_logit)) / sum);
+  std::stable_sort(preds.begin(), preds.end(),
+                   [](const Prediction& a, const Prediction& b) { return a.probability > b.probability; });
+  if (top_k > 0 && size_t(top_k) < preds.size()) preds.resize(size_t(top_k));
+  return preds;
+}
+
+std::vector<Prediction> Model::zeroshot(std::span<const float> image, const std::vector<std::string>& labels,
+                                        int top_k, const std::vector<std::string>& templates) const {
+  return zeroshot(image, class_embeddings(labels, templates), labels, top_k);
+}
+
+Embeddings cosine_matrix(const Embeddings& a, const Embeddings& b) {
+  if (a.cols != b.cols) throw Error("cosine_matrix: embedding sizes differ");
+  Embeddings out;
+  out.rows = a.rows;
+  out.cols = b.rows;
+  out.data.assign(size_t(a.rows * b.rows), 0.f);
+  for (int64_t i = 0; i < a.rows; ++i)
+    for (int64_t j = 0; j < b.rows; ++j) {
+      float s = 0;
+      for (int64_t k = 0; k < a.cols; ++k) s += a.data[size_t(i * a.cols + k)] * b.data[size_t(j * b.cols + k)];
+      out.data[size_t(i * b.rows + j)] = s;
+    }
+  return out;
+}
+
+}  // namespace clip

@@ -1,0 +1,165 @@
+// The `clip` command end to end: embed, zeroshot, similarity on a tiny ViT CLIP written by the
+// PyTorch reference script, checked against the library API; bad input gives exit status 1
+// and one "clip: error: <file>: <problem>" line, never a crash.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <clip/clip.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "core/io.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kVocab = std::string(CLIP_SHARED_DATA) + "/clip_vocab/bpe_simple_vocab_16e6.txt.gz";
+const std::string kPhotos = std::string(CLIP_SHARED_DATA) + "/sample_photos";
+const std::string kTmp = std::string(CLIP_BINARY_DIR) + "/test_tmp/app_cli";
+
+struct CliRun {
+  int status = -1;
+  std::string out, err;
+};
+
+CliRun clip_cmd(const std::string& args) {
+  fs::create_directories(kTmp);
+  const std::string err_path = kTmp + "/stderr.txt";
+  std::string cmd = std::string(CLIP_BINARY_DIR) + "/clip " + args + " 2>" + err_path;
+  CliRun r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  int st = pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  r.err = clip::read_text_file(err_path);
+  return r;
+}
+
+std::string model_dir() {
+  static std::string dir = [] {
+    std::string d = std::string(CLIP_BINARY_DIR) + "/test_tmp/app_cli_model";
+    if (!fs::exists(d + "/hf/model.safetensors")) {
+      std::string cmd = std::string(CLIP_PYTHON) + " " + CLIP_SOURCE_DIR +
+                        "/tools/reference_model.py write --config tiny-vocab --schemes hf --out " + d;
+      if (std::system(cmd.c_str()) != 0) return std::string();
+    }
+    return d + "/hf";
+  }();
+  return dir;
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!fs::exists(kVocab)) GTEST_SKIP() << "shared data not found at " << CLIP_SHARED_DATA;
+    ASSERT_TRUE(fs::exists(std::string(CLIP_BINARY_DIR) + "/clip")) << "the clip binary is not built";
+    ASSERT_FALSE(model_dir().empty()) << "reference_model.py failed";
+  }
+  std::string common() const { return "--model " + model_dir() + " --vocab " + kVocab; }
+};
+
+TEST_F(CliTest, EmbedWritesNormalizedRowsInInputOrderWithASidecar) {
+  const std::string a = kPhotos + "/skimage/chelsea.png", b = kPhotos + "/skimage/coffee.png";
+  const std::string texts = kTmp + "/texts.txt";
+  fs::create_directories(kTmp);
+  clip::write_file_atomic(texts, std::string("a photo of a cat\r\nthe coffee\n"));
+  const std::string out = kTmp + "/emb.npy";
+  CliRun r = clip_cmd("embed " + common() + " --images " + a + " " + b + " --texts " + texts +
+                   " --text \"a rocket\" --batch-size 1 -o " + out);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(r.out.empty()) << "stdout must stay clean: " << r.out;
+  std::vector<int64_t> shape;
+  std::vector<float> e = clip::read_npy_f32(out, shape);
+  ASSERT_EQ(shape, (std::vector<int64_t>{5, 64}));
+  clip::ModelOptions o;
+  o.vocab_path = kVocab;
+  clip::Model m = clip::Model::load(model_dir(), o);
+  clip::Embeddings imgs = m.encode_image_files({a, b});
+  clip::Embeddings txts = m.encode_texts({"a photo of a cat", "the coffee", "a rocket"});
+  for (int j = 0; j < 2 * 64; ++j) EXPECT_NEAR(e[j], imgs.data[j], 1e-6);
+  for (int j = 0; j < 3 * 64; ++j) EXPECT_NEAR(e[2 * 64 + j], txts.data[j], 1e-6);
+  std::string tsv = clip::read_text_file(kTmp + "/emb.tsv");
+  EXPECT_EQ(tsv, "row\tkind\tsource\n0\timage\t" + a + "\n1\timage\t" + b +
+                     "\n2\ttext\ta photo of a cat\n3\ttext\tthe coffee\n4\ttext\ta rocket\n");
+}
+
+TEST_F(CliTest, EmbedExpandsDirectoriesSorted) {
+  const std::string dir = kTmp + "/imgs";
+  fs::create_directories(dir + "/sub");
+  fs::copy_file(kPhotos + "/skimage/coffee.png", dir + "/b.png", fs::copy_options::overwrite_existing);
+  fs::copy_file(kPhotos + "/skimage/chelsea.png", dir + "/sub/a.png", fs::copy_options::overwrite_existing);
+  clip::write_file_atomic(dir + "/notes.txt", std::string("not an image"));
+  CliRun r = clip_cmd("embed " + common() + " --images " + dir + " -o " + kTmp + "/dir.npy");
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::string tsv = clip::read_text_file(kTmp + "/dir.tsv");
+  EXPECT_EQ(tsv, "row\tkind\tsource\n0\timage\t" + dir + "/b.png\n1\timage\t" + dir + "/sub/a.png\n");
+}
+
+TEST_F(CliTest, ZeroshotPrintsProbabilitiesThatSumToOne) {
+  CliRun r = clip_cmd("zeroshot " + common() + " " + kPhotos + "/skimage/chelsea.png --labels \"cat, dog,rocket\" -k 3");
+  ASSERT_EQ(r.status, 0) << r.err;
+  double total = 0;
+  int lines = 0;
+  size_t pos = r.out.find('\n') + 1;
+  while (pos < r.out.size()) {
+    size_t nl = r.out.find('\n', pos);
+    std::string line = r.out.substr(pos, nl - pos);
+    total += std::stod(line);
+    ++lines;
+    pos = nl + 1;
+  }
+  EXPECT_EQ(lines, 3);
+  EXPECT_NEAR(total, 100.0, 0.05);
+  for (const char* label : {"cat", "dog", "rocket"}) EXPECT_NE(r.out.find(std::string("%  ") + label), std::string::npos);
+}
+
+TEST_F(CliTest, SimilarityPrintsTheCosineMatrix) {
+  CliRun r = clip_cmd("similarity " + common() + " --images " + kPhotos + "/skimage/chelsea.png --texts \"a cat\" \"a dog\"");
+  ASSERT_EQ(r.status, 0) << r.err;
+  clip::ModelOptions o;
+  o.vocab_path = kVocab;
+  clip::Model m = clip::Model::load(model_dir(), o);
+  clip::Embeddings c = clip::cosine_matrix(m.encode_image_files({kPhotos + "/skimage/chelsea.png"}),
+                                           m.encode_texts({"a cat", "a dog"}));
+  char expect[256];
+  std::snprintf(expect, sizeof expect, "\t%.6f\t%.6f\n", double(c.data[0]), double(c.data[1]));
+  EXPECT_NE(r.out.find(expect), std::string::npos) << r.out;
+}
+
+void expect_clear_error(const CliRun& r, const std::string& must_name) {
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_EQ(r.err.rfind("clip: error: ", 0), 0u) << r.err;
+  EXPECT_NE(r.err.find(must_name), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+}
+
+TEST_F(CliTest, BadInputsGiveOneClearErrorAndExitStatusOne) {
+  fs::create_directories(kTmp);
+  const std::string corrupt = kTmp + "/corrupt.jpg";
+  std::string bytes = clip::read_text_file(kPhotos + "/matplotlib/grace_hopper.jpg");
+  clip::write_file_atomic(corrupt, bytes.substr(0, 300));  // truncated JPEG
+  expect_clear_error(clip_cmd("embed " + common() + " --images " + corrupt + " -o " + kTmp + "/x.npy"), corrupt);
+  expect_clear_error(clip_cmd("zeroshot " + common() + " /nonexistent.png --labels a,b"), "/nonexistent.png");
+  const std::string hostile = kTmp + "/hostile.safetensors";
+  std::string h(8, '\0');
+  h[0] = char(0xff);
+  h[7] = char(0x7f);  // a header length of ~9.2e18 bytes
+  clip::write_file_atomic(hostile, h + "{}");
+  expect_clear_error(clip_cmd("embed --model " + hostile + " --text x -o " + kTmp + "/x.npy"), hostile);
+  const std::string invalid = kTmp + "/invalid.txt";
+  clip::write_file_atomic(invalid, std::string("caf\xc3\x28 \xff ok\n"));  // invalid UTF-8 is replaced, not fatal
+  CliRun r = clip_cmd("embed " + common() + " --texts " + invalid + " -o " + kTmp + "/inv.npy");
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(clip_cmd("embed " + common() + " -o " + kTmp + "/x.npy").status, 0);  // nothing to embed
+}
+
+}  // namespace
