@@ -1,0 +1,36 @@
+#pragma once
+// Image features of a whole dataset: images are decoded and preprocessed by OpenMP worker
+// threads (through the vision module) into a batch, the batch goes to the encoder callback,
+// and the features are cached on disk as .npy keyed by (model, dataset, preprocessing), so a
+// second run (another C, another shot count, the report) does not encode again.
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "eval/datasets.h"
+#include "vision/preprocess.h"
+
+namespace clip::eval {
+
+// pixels: [batch, 3, S, S] normalised; out: [batch, dim] (any scale).
+using ImageEncoder = std::function<void(const float* pixels_nchw, int batch, float* out)>;
+
+struct FeatureOptions {
+  int batch_size = 64;
+  std::string cache_dir;   // "" = no cache
+  std::string model_key;   // identifies the model (e.g. weights path + size + mtime)
+  bool progress = true;    // progress line on a terminal
+};
+
+// Hex key of the cache file for (model_key, dataset, preprocessing, dim).
+std::string feature_cache_key(const std::string& model_key, const Dataset& data, const clip::PreprocessConfig& cfg,
+                              int dim);
+// model_key for a weights file: its absolute path, size and modification time.
+std::string file_identity(const std::string& path);
+
+// [data.size(), dim] features. Decode failures throw clip::Error naming the sample.
+std::vector<float> image_features(const Dataset& data, const clip::PreprocessConfig& cfg, int dim,
+                                  const ImageEncoder& encode, const FeatureOptions& options);
+
+}  // namespace clip::eval
