@@ -9,7 +9,7 @@
 // section and not overlapping. Every problem is a clip::Error naming the file, the tensor
 // and what is wrong, so hostile input never reaches the encoders.
 //
-// Writing follows the reference writer: tensors sorted by dtype size (largest first) then name,
+// Writing follows the reference writer (byte for byte): tensors ordered by dtype (wide first) then name,
 // so every tensor is aligned to its element size when the data section is; the header is
 // padded with spaces to a multiple of 8 bytes; the file is written atomically.
 #include <cstddef>
@@ -76,6 +76,9 @@ class SafetensorsFile {
   Tensor to_f32(const SafetensorsTensorInfo& t) const;
   // Converts the tensor to F32 into `dst` (numel floats), whatever its alignment.
   void copy_f32(const SafetensorsTensorInfo& t, float* dst) const;
+  // Tells the kernel the tensor's pages are no longer needed (after they were converted into a
+  // copy), so they leave the resident set; reading them again just faults them back in.
+  void release_pages(const SafetensorsTensorInfo& t) const;
 
  private:
   std::shared_ptr<MappedFile> map_;

@@ -40,3 +40,37 @@ struct ModelConfig {
 };
 
 }  // namespace clip
+
+// ---- JSON configs (src/model/config.cpp) ----
+namespace clip {
+
+enum class ConfigFormat { OpenCLIP, HuggingFace };
+
+// Parses a model config in any of the accepted formats, detected from its keys:
+//   * open_clip's model config: {"embed_dim", "quick_gelu", "vision_cfg", "text_cfg"}
+//   * the same wrapped as open_clip_config.json: {"model_cfg": {...}, "preprocess_cfg": {...}}
+//   * Hugging Face CLIPModel config.json: {"projection_dim", "text_config", "vision_config"}
+// Missing fields take the defaults of the format's own reference (open_clip's CLIPVisionCfg /
+// CLIPTextCfg, transformers' CLIPTextConfig / CLIPVisionConfig). Features this project does
+// not implement (layer scale, attentional pooling, HF/timm towers, ...) are a clip::Error
+// naming the key. `source` (a path) starts every error message.
+ModelConfig parse_model_config_json(const std::string& json_text, const std::string& source,
+                                    ConfigFormat* format = nullptr);
+ModelConfig load_model_config(const std::string& path, ConfigFormat* format = nullptr);
+
+// Checks that the dimensions are positive, consistent (width divisible by heads, image size
+// divisible by the patch / by 32 for ResNets) and of sane size; throws naming `source`.
+void validate_model_config(const ModelConfig& config, const std::string& source);
+
+// The config in open_clip's model-config format (plain, not wrapped), and as a Hugging Face
+// CLIPModel config.json (ViT only). Pretty-printed JSON text.
+std::string model_config_to_openclip_json(const ModelConfig& config);
+std::string model_config_to_hf_json(const ModelConfig& config);
+
+// The open_clip name of a released OpenAI architecture with these dimensions ("ViT-B-32",
+// "RN50", ...), or "" when it matches none.
+std::string known_model_name(const ModelConfig& config);
+// One line: "ViT-B-32: ViT image 224 patch 32 width 768 layers 12 heads 12 mlp 3072; text ..."
+std::string describe_model_config(const ModelConfig& config);
+
+}  // namespace clip

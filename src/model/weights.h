@@ -11,6 +11,8 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/tensor.h"
 #include "model/config.h"
@@ -27,6 +29,8 @@ struct LoadedCheckpoint {
   std::string weights_path;                // the .safetensors file actually read
   std::string model_dir;                   // directory holding config/tokenizer files, or ""
   std::shared_ptr<void> keepalive;         // the mmap backing zero-copy views
+  std::string config_path;                 // the JSON config used, or "" (inferred from shapes)
+  uint64_t file_size = 0;                  // bytes of weights_path
 
   // The tensor `name`; throws clip::Error naming the tensor and the file if missing or if
   // its shape differs from `expected_shape` (when given).
@@ -36,5 +40,42 @@ struct LoadedCheckpoint {
 // `path` is a .safetensors file or a model directory (Hugging Face / Immich / ours:
 // weights + config.json or open_clip_config.json + tokenizer files + preprocessing config).
 LoadedCheckpoint load_checkpoint(const std::string& path);
+
+// ---- additions (src/model/weights.cpp) ----
+
+struct LoadOptions {
+  // A model config (open_clip JSON, wrapped or plain, or HF config.json) that overrides the
+  // one found in a model directory and the shape inference for a bare file.
+  std::string config_path;
+  // Validate names, shapes and dtypes but convert nothing: `tensors` stays empty (for
+  // `clip info`, which must not spend time and memory widening a large f16 file).
+  bool validate_only = false;
+};
+LoadedCheckpoint load_checkpoint(const std::string& path, const LoadOptions& options);
+
+const char* naming_scheme_name(NamingScheme scheme);  // "openai", "open_clip", "huggingface"
+
+// Every canonical tensor the model with `config` has, with its shape, in a stable order
+// (text tower, vision tower, logit_scale). ResNet batch-norm statistics (running_mean/var)
+// are included; num_batches_tracked is not.
+std::vector<std::pair<std::string, std::vector<int64_t>>> expected_tensors(const ModelConfig& config);
+
+// The number of trainable parameters (as torch's model.parameters() counts them: everything
+// in expected_tensors except batch-norm running statistics). ViT-B/32: 151,277,313.
+int64_t parameter_count(const ModelConfig& config);
+
+// build_model's inference: the architecture from canonical (OpenAI) names and shapes.
+// `source` (a path) starts error messages. Activation is QuickGELU (OpenAI's weights).
+ModelConfig infer_config_from_shapes(const std::map<std::string, std::vector<int64_t>>& shapes,
+                                     const std::string& source);
+
+// How a canonical tensor is stored in a Hugging Face CLIPModel file: one name, possibly
+// transposed (the projections), or three (q, k, v) concatenated along dim 0 (in_proj).
+// Throws for names HF has no counterpart for (ResNet tensors).
+struct HfTensorMapping {
+  std::vector<std::string> names;
+  bool transposed = false;
+};
+HfTensorMapping hf_mapping_for(const std::string& canonical_name);
 
 }  // namespace clip
