@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/ops.h"
+#include "test_support.h"
 #include "model/clip_model.h"
 #include "model/weights.h"
 #include "text/tokenizer.h"
@@ -27,12 +28,10 @@ const std::string kPhotos = std::string(CLIP_SHARED_DATA) + "/sample_photos";
 std::string model_root() {
   static std::string root = [] {
     std::string dir = std::string(CLIP_BINARY_DIR) + "/test_tmp/app_api_model";
-    if (!fs::exists(dir + "/hf/model.safetensors") || !fs::exists(dir + "/openai/model.safetensors")) {
-      std::string cmd = std::string(CLIP_PYTHON) + " " + CLIP_SOURCE_DIR +
-                        "/tools/reference_model.py write --config tiny-vocab --schemes hf,openai --out " + dir;
-      if (std::system(cmd.c_str()) != 0) return std::string();
-    }
-    return dir;
+    std::string cmd = std::string(CLIP_PYTHON) + " " + CLIP_SOURCE_DIR +
+                      "/tools/reference_model.py write --config tiny-vocab --schemes openai,hf --out " + dir;
+    // hf is written last, so its presence means the whole model was written.
+    return clip::test::generate_once(dir + "/hf/model.safetensors", cmd) ? dir : std::string();
   }();
   return root;
 }

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/io.h"
+#include "test_support.h"
 
 namespace fs = std::filesystem;
 
@@ -30,7 +31,7 @@ struct CliRun {
 
 CliRun clip_cmd(const std::string& args) {
   fs::create_directories(kTmp);
-  const std::string err_path = kTmp + "/stderr.txt";
+  const std::string err_path = kTmp + "/stderr." + std::to_string(::getpid()) + ".txt";
   std::string cmd = std::string(CLIP_BINARY_DIR) + "/clip " + args + " 2>" + err_path;
   CliRun r;
   FILE* p = popen(cmd.c_str(), "r");
@@ -47,12 +48,9 @@ CliRun clip_cmd(const std::string& args) {
 std::string model_dir() {
   static std::string dir = [] {
     std::string d = std::string(CLIP_BINARY_DIR) + "/test_tmp/app_cli_model";
-    if (!fs::exists(d + "/hf/model.safetensors")) {
-      std::string cmd = std::string(CLIP_PYTHON) + " " + CLIP_SOURCE_DIR +
-                        "/tools/reference_model.py write --config tiny-vocab --schemes hf --out " + d;
-      if (std::system(cmd.c_str()) != 0) return std::string();
-    }
-    return d + "/hf";
+    std::string cmd = std::string(CLIP_PYTHON) + " " + CLIP_SOURCE_DIR +
+                      "/tools/reference_model.py write --config tiny-vocab --schemes hf --out " + d;
+    return clip::test::generate_once(d + "/hf/model.safetensors", cmd) ? d + "/hf" : std::string();
   }();
   return dir;
 }

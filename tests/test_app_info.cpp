@@ -2,6 +2,7 @@
 // exit and one "clip: error: <file>: <problem>" line. Skipped when the binary is not built.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -25,7 +26,7 @@ struct CliRun {
 CliRun run_clip(const std::string& args) {
   const std::string dir = std::string(CLIP_BINARY_DIR) + "/test_tmp/app_info";
   fs::create_directories(dir);
-  const std::string err_path = dir + "/stderr.txt";
+  const std::string err_path = dir + "/stderr." + std::to_string(::getpid()) + ".txt";
   CliRun r;
   std::string cmd = std::string(CLIP_BINARY_DIR) + "/clip " + args + " 2>" + err_path;
   FILE* p = popen(cmd.c_str(), "r");

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "test_support.h"
 #include "core/io.h"
 #include "vision/image.h"
 #include "vision/preprocess.h"
@@ -34,6 +35,9 @@ class ParityBase : public ::testing::Test {
     const fs::path script = fs::path(CLIP_SOURCE_DIR) / "tools" / "image_reference.py";
     const fs::path manifest = kGoldens / "manifest.json";
     std::error_code ec;
+    // CTest runs each test case as its own process, several at once: generate under a lock.
+    fs::create_directories(kGoldens.parent_path());
+    clip::test::FileLock lock(kGoldens.string() + ".lock");
     if (!fs::exists(manifest) || fs::last_write_time(manifest, ec) < fs::last_write_time(script, ec)) {
       const std::string cmd = std::string(CLIP_PYTHON) + " " + script.string() + " goldens " +
                               kGoldens.string() + " --shared " + CLIP_SHARED_DATA + (small ? " --small" : "") +
