@@ -5,11 +5,14 @@
 
 #include <clip/clip.h>
 
+#include <unistd.h>
+
 #include <cmath>
 #include <filesystem>
 #include <string>
 #include <vector>
 
+#include "core/io.h"
 #include "core/ops.h"
 #include "test_support.h"
 #include "model/clip_model.h"
@@ -202,6 +205,46 @@ TEST_F(ApiTest, BadInputIsAClearError) {
   } catch (const clip::Error& e) {
     EXPECT_NE(std::string(e.what()).find("vocab"), std::string::npos) << e.what();
   }
+}
+
+TEST_F(ApiTest, ConvertedPyTorchCheckpointGivesTheSameEmbeddings) {
+  // A pickled state dict as open_clip ships it (here in float16, as OpenAI stores weights),
+  // made from the OpenAI-named safetensors, converted back by tools/convert_openai_pt.py.
+  const std::string dir = std::string(CLIP_BINARY_DIR) + "/test_tmp/app_api_convert_" + std::to_string(::getpid());
+  fs::create_directories(dir);
+  const std::string maker = dir + "/make_pt.py";
+  clip::write_file_atomic(maker, std::string(R"PY(
+import json, struct, sys
+import numpy as np, torch
+src, dst = sys.argv[1], sys.argv[2]
+b = open(src, "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+sd = {}
+for k, v in h.items():
+    if k == "__metadata__":
+        continue
+    s, e = v["data_offsets"]
+    a = np.frombuffer(b[8 + n + s:8 + n + e], dtype={"F32": np.float32, "F16": np.float16}[v["dtype"]])
+    sd["module." + k] = torch.from_numpy(a.reshape(v["shape"]).copy()).half()
+torch.save({"state_dict": sd}, dst)
+)PY"));
+  const std::string py = std::string(CLIP_PYTHON) + " ";
+  ASSERT_EQ(std::system((py + maker + " " + model_root() + "/openai/model.safetensors " + dir + "/m.pt").c_str()), 0);
+  ASSERT_EQ(std::system((py + CLIP_SOURCE_DIR + "/tools/convert_openai_pt.py " + dir + "/m.pt " + dir +
+                         "/m.safetensors > /dev/null").c_str()),
+            0);
+  clip::ModelOptions o;
+  o.vocab_path = kVocab;
+  clip::Model converted = clip::Model::load(dir + "/m.safetensors", o);
+  // Same tensors rounded to float16: the embeddings agree to f16 weight precision.
+  clip::Model original = load("openai");
+  clip::Embeddings a = converted.encode_texts({"a photo of a cat"}), b = original.encode_texts({"a photo of a cat"});
+  EXPECT_GT(dot(a.row(0), b.row(0)), 0.999);
+  clip::Embeddings ia = converted.encode_image_files({photo("skimage/coffee.png")});
+  clip::Embeddings ib = original.encode_image_files({photo("skimage/coffee.png")});
+  EXPECT_GT(dot(ia.row(0), ib.row(0)), 0.999);
+  fs::remove_all(dir);
 }
 
 }  // namespace

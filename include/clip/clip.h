@@ -26,6 +26,12 @@ struct ModelOptions {
                             // empty: the model directory's own
   std::string config_path;  // model config JSON overriding the directory's / shape inference
   int num_threads = 0;      // 0: all cores
+  // Image decoding. The defaults are the reference's (Pillow's) behaviour, bit for bit.
+  bool fast_jpeg = false;          // large JPEGs decoded at 1/2..1/8 scale (short side kept >=
+                                   // the model's resolution), then the exact resize: faster,
+                                   // not bit-exact (docs/images.md)
+  bool exif_orient = false;        // apply EXIF orientation (the reference does not)
+  int64_t max_pixels = 89478485;   // decompression-bomb guard, as Pillow's; <= 0: no limit
 };
 
 // A row-major [rows, cols] float matrix.

@@ -72,11 +72,26 @@ std::vector<std::string> split_labels(const std::string& s) {
   return out;
 }
 
-clip::Model load_model(const std::string& path, const std::string& vocab, int threads) {
+void ModelFlags::add_to(CLI::App* c) {
+  c->add_option("-m,--model", model, "Model: .safetensors file or model directory")->required();
+  c->add_option("--vocab", vocab, "Tokenizer vocabulary (.txt.gz, or vocab.json beside merges.txt) for a "
+                                  "checkpoint without tokenizer files");
+  c->add_option("--config", config, "Model config JSON (open_clip or Hugging Face) overriding the model's");
+  c->add_option("--threads", threads, "Threads (0 = all cores)")->check(CLI::Range(0, 1024));
+  c->add_flag("--fast-jpeg", fast_jpeg, "Decode large JPEGs at reduced scale first (faster, not bit-exact)");
+  c->add_flag("--exif-orient", exif_orient, "Apply EXIF orientation (the reference does not)");
+  c->add_option("--max-pixels", max_pixels, "Refuse images with more pixels (decompression-bomb guard; 0 = none)");
+}
+
+clip::Model load_model(const ModelFlags& f) {
   clip::ModelOptions opt;
-  opt.vocab_path = vocab;
-  opt.num_threads = threads;
-  return clip::Model::load(path, opt);
+  opt.vocab_path = f.vocab;
+  opt.config_path = f.config;
+  opt.num_threads = f.threads;
+  opt.fast_jpeg = f.fast_jpeg;
+  opt.exif_orient = f.exif_orient;
+  opt.max_pixels = f.max_pixels;
+  return clip::Model::load(f.model, opt);
 }
 
 }  // namespace clip::app

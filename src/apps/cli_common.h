@@ -3,6 +3,8 @@
 #include <string>
 #include <vector>
 
+#include <CLI/CLI.hpp>
+
 #include "clip/clip.h"
 
 namespace clip::app {
@@ -14,6 +16,14 @@ std::vector<std::string> expand_image_inputs(const std::vector<std::string>& inp
 std::vector<std::string> read_text_lines(const std::string& path, bool keep_empty = false);
 // Splits "dog,cat , bird" into trimmed labels.
 std::vector<std::string> split_labels(const std::string& s);
-clip::Model load_model(const std::string& path, const std::string& vocab, int threads);
+// Options every model-using command shares (--model, --vocab, --threads, decoding flags).
+struct ModelFlags {
+  std::string model, vocab, config;
+  int threads = 0;
+  bool fast_jpeg = false, exif_orient = false;
+  int64_t max_pixels = 89478485;
+  void add_to(CLI::App* cmd);
+};
+clip::Model load_model(const ModelFlags& flags);
 
 }  // namespace clip::app

@@ -15,9 +15,10 @@ namespace clip::app {
 namespace {
 
 struct EmbedOptions {
-  std::string model, vocab, out, texts_file;
+  ModelFlags flags;
+  std::string out, texts_file;
   std::vector<std::string> images, texts;
-  int batch_size = 32, threads = 0;
+  int batch_size = 32;
 };
 
 std::string tsv_escape(const std::string& s) {
@@ -40,7 +41,7 @@ void run_embed(const EmbedOptions& o) {
   if (!o.texts_file.empty()) texts = read_text_lines(o.texts_file, /*keep_empty=*/true);
   texts.insert(texts.end(), o.texts.begin(), o.texts.end());
   if (images.empty() && texts.empty()) throw Error("embed: nothing to embed: give --images and/or --texts/--text");
-  clip::Model model = load_model(o.model, o.vocab, o.threads);
+  clip::Model model = load_model(o.flags);
   const int D = model.embed_dim();
   const size_t rows = images.size() + texts.size();
   std::vector<float> out(rows * size_t(D));
@@ -79,15 +80,13 @@ void run_embed(const EmbedOptions& o) {
 CommandRegistrar reg("embed", 10, [](CLI::App& root) {
   auto o = std::make_shared<EmbedOptions>();
   auto* c = root.add_subcommand("embed", "Embed images and texts into L2-normalized rows of a .npy file");
-  c->add_option("-m,--model", o->model, "Model: .safetensors file or model directory")->required();
+  o->flags.add_to(c);
   c->add_option("--images", o->images, "Image files and/or directories (searched recursively, sorted)");
   c->add_option("--texts", o->texts_file, "Text file: one UTF-8 text per line")->check(CLI::ExistingFile);
   c->add_option("--text", o->texts, "A text to embed (repeatable)");
   c->add_option("-o,--output", o->out, "Output .npy (float32 [rows, embed_dim]); a .tsv beside it names each row")
       ->required();
   c->add_option("--batch-size", o->batch_size, "Batch size")->check(CLI::Range(1, 4096));
-  c->add_option("--threads", o->threads, "Threads (0 = all cores)")->check(CLI::Range(0, 1024));
-  c->add_option("--vocab", o->vocab, "Tokenizer vocabulary for a checkpoint without tokenizer files");
   c->callback([o] { run_embed(*o); });
 });
 

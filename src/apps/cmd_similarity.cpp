@@ -11,9 +11,8 @@ namespace clip::app {
 namespace {
 
 struct SimilarityOptions {
-  std::string model, vocab;
+  ModelFlags flags;
   std::vector<std::string> images, texts, texts_args;
-  int threads = 0;
   bool logits = false;
 };
 
@@ -31,7 +30,7 @@ void run_similarity(const SimilarityOptions& o) {
     }
   }
   if (images.empty() || texts.empty()) throw Error("similarity: give at least one image and one text");
-  clip::Model model = load_model(o.model, o.vocab, o.threads);
+  clip::Model model = load_model(o.flags);
   Embeddings a = model.encode_image_files(images), b = model.encode_texts(texts);
   Embeddings m = cosine_matrix(a, b);
   float scale = o.logits ? model.logit_scale() : 1.f;
@@ -48,13 +47,11 @@ void run_similarity(const SimilarityOptions& o) {
 CommandRegistrar reg("similarity", 30, [](CLI::App& root) {
   auto o = std::make_shared<SimilarityOptions>();
   auto* c = root.add_subcommand("similarity", "Print the cosine similarity matrix of images x texts (TSV)");
-  c->add_option("-m,--model", o->model, "Model: .safetensors file or model directory")->required();
+  o->flags.add_to(c);
   c->add_option("--images", o->images, "Image files or directories")->required();
   c->add_option("--text", o->texts, "A text (repeatable)");
   c->add_option("--texts", o->texts_args, "Texts, or files with one text per line");
   c->add_flag("--logits", o->logits, "Print logit_scale * cosine instead of cosine");
-  c->add_option("--threads", o->threads, "Threads (0 = all cores)")->check(CLI::Range(0, 1024));
-  c->add_option("--vocab", o->vocab, "Tokenizer vocabulary for a checkpoint without tokenizer files");
   c->callback([o] { run_similarity(*o); });
 });
 

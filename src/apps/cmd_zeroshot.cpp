@@ -10,9 +10,10 @@ namespace clip::app {
 namespace {
 
 struct ZeroshotOptions {
-  std::string model, vocab, labels, labels_file, templates_file;
+  ModelFlags flags;
+  std::string labels, labels_file, templates_file;
   std::vector<std::string> images, templates;
-  int top_k = 5, threads = 0, batch_size = 32;
+  int top_k = 5, batch_size = 32;
 };
 
 void run_zeroshot(ZeroshotOptions o) {
@@ -28,7 +29,7 @@ void run_zeroshot(ZeroshotOptions o) {
   }
   if (o.templates.empty()) o.templates = {"a photo of a {}."};
   std::vector<std::string> images = expand_image_inputs(o.images);
-  clip::Model model = load_model(o.model, o.vocab, o.threads);
+  clip::Model model = load_model(o.flags);
   Embeddings classes = model.class_embeddings(labels, o.templates);
   for (size_t s = 0; s < images.size(); s += size_t(o.batch_size)) {
     std::vector<std::string> chunk(images.begin() + long(s),
@@ -45,7 +46,7 @@ void run_zeroshot(ZeroshotOptions o) {
 CommandRegistrar reg("zeroshot", 20, [](CLI::App& root) {
   auto o = std::make_shared<ZeroshotOptions>();
   auto* c = root.add_subcommand("zeroshot", "Zero-shot classification of images among labels");
-  c->add_option("-m,--model", o->model, "Model: .safetensors file or model directory")->required();
+  o->flags.add_to(c);
   c->add_option("images", o->images, "Image files or directories")->required();
   c->add_option("--labels", o->labels, "Comma-separated labels, e.g. \"dog,cat,bird\"");
   c->add_option("--labels-file", o->labels_file, "File with one label per line")->check(CLI::ExistingFile);
@@ -53,8 +54,6 @@ CommandRegistrar reg("zeroshot", 20, [](CLI::App& root) {
   c->add_option("--templates-file", o->templates_file, "File with one template per line")->check(CLI::ExistingFile);
   c->add_option("-k,--top-k", o->top_k, "How many labels to print per image")->check(CLI::Range(1, 100000));
   c->add_option("--batch-size", o->batch_size, "Batch size")->check(CLI::Range(1, 4096));
-  c->add_option("--threads", o->threads, "Threads (0 = all cores)")->check(CLI::Range(0, 1024));
-  c->add_option("--vocab", o->vocab, "Tokenizer vocabulary for a checkpoint without tokenizer files");
   c->callback([o] { run_zeroshot(*o); });
 });
 

@@ -24,6 +24,7 @@ struct Model::Impl {
   std::shared_ptr<Tokenizer> tokenizer;  // null when the model carries no vocabulary
   std::string tokenizer_error;           // why there is none (reported on first text use)
   PreprocessConfig preprocess;
+  DecodeOptions decode;
   std::string path;
 
   const Tokenizer& tok() const {
@@ -96,6 +97,9 @@ Model Model::load(const std::string& path, const ModelOptions& options) {
                   std::to_string(impl->preprocess.image_size) + " but the model expects " +
                   std::to_string(ckpt.config.vision.image_size));
   }
+  impl->decode.exif_orient = options.exif_orient;
+  impl->decode.max_pixels = options.max_pixels;
+  impl->decode.jpeg_draft_min_side = options.fast_jpeg ? impl->preprocess.image_size : 0;
   impl->tokenizer = load_tokenizer(options.vocab_path, model_dir, impl->tokenizer_error);
   if (impl->tokenizer && impl->tokenizer->vocab_size() > ckpt.config.text.vocab_size)
     throw Error(path + ": the tokenizer has " + std::to_string(impl->tokenizer->vocab_size()) +
@@ -144,7 +148,7 @@ Embeddings Model::encode_image_files(const std::vector<std::string>& paths, int 
 #pragma omp parallel for schedule(dynamic, 1)
     for (size_t i = 0; i < n; ++i) {
       try {
-        Image img = decode_image_file(paths[start + i]);
+        Image img = decode_image_file(paths[start + i], impl_->decode);
         preprocess_image(img, impl_->preprocess, pixels.data() + i * per_image);
       } catch (const std::exception& e) {
         errors[i] = e.what();
