@@ -24,26 +24,9 @@ const std::string kVocab = std::string(CLIP_SHARED_DATA) + "/clip_vocab/bpe_simp
 const std::string kPhotos = std::string(CLIP_SHARED_DATA) + "/sample_photos";
 const std::string kTmp = std::string(CLIP_BINARY_DIR) + "/test_tmp/app_cli";
 
-struct CliRun {
-  int status = -1;
-  std::string out, err;
-};
+using clip::test::CliRun;
 
-CliRun clip_cmd(const std::string& args) {
-  fs::create_directories(kTmp);
-  const std::string err_path = kTmp + "/stderr." + std::to_string(::getpid()) + ".txt";
-  std::string cmd = std::string(CLIP_BINARY_DIR) + "/clip " + args + " 2>" + err_path;
-  CliRun r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  r.err = clip::read_text_file(err_path);
-  return r;
-}
+CliRun clip_cmd(const std::string& args) { return clip::test::run_clip(args, kTmp); }
 
 std::string model_dir() {
   static std::string dir = [] {

@@ -12,32 +12,17 @@
 
 #include "core/io.h"
 #include "model/checkpoint_writer.h"
+#include "test_support.h"
 
 namespace fs = std::filesystem;
 using namespace clip;
 
 namespace {
 
-struct CliRun {
-  int status = -1;
-  std::string out, err;
-};
+using clip::test::CliRun;
 
 CliRun run_clip(const std::string& args) {
-  const std::string dir = std::string(CLIP_BINARY_DIR) + "/test_tmp/app_info";
-  fs::create_directories(dir);
-  const std::string err_path = dir + "/stderr." + std::to_string(::getpid()) + ".txt";
-  CliRun r;
-  std::string cmd = std::string(CLIP_BINARY_DIR) + "/clip " + args + " 2>" + err_path;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  r.err = read_text_file(err_path);
-  return r;
+  return clip::test::run_clip(args, std::string(CLIP_BINARY_DIR) + "/test_tmp/app_info");
 }
 
 bool have_binary() { return fs::exists(std::string(CLIP_BINARY_DIR) + "/clip"); }

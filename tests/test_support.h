@@ -6,8 +6,13 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <sys/wait.h>
+
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 
 namespace clip::test {
@@ -37,6 +42,34 @@ inline bool generate_once(const std::string& ready_file, const std::string& comm
   FileLock lock(ready.parent_path().parent_path().string() + "/.generate.lock");
   if (!fs::exists(ready)) (void)std::system(command.c_str());
   return fs::exists(ready);
+}
+
+// Runs the built `clip` binary with `args` (shell syntax); captures stdout, stderr (through a
+// per-process file in `scratch_dir`, so concurrent test processes do not collide) and the exit
+// status (128 + signal number if it died of a signal).
+struct CliRun {
+  int status = -1;
+  std::string out, err;
+};
+
+inline CliRun run_clip(const std::string& args, const std::string& scratch_dir) {
+  std::filesystem::create_directories(scratch_dir);
+  const std::string err_path = scratch_dir + "/stderr." + std::to_string(::getpid()) + ".txt";
+  const std::string cmd = std::string(CLIP_BINARY_DIR) + "/clip " + args + " 2>" + err_path;
+  CliRun r;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  int st = ::pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  std::ifstream in(err_path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  r.err = ss.str();
+  std::filesystem::remove(err_path);
+  return r;
 }
 
 }  // namespace clip::test

@@ -221,31 +221,7 @@ def build_model(cfg_name, seed, gelu=False):
 
 
 # ---- safetensors by hand ----
-_DT = {torch.float32: ("F32", "<f4"), torch.float16: ("F16", "<f2"), torch.int64: ("I64", "<i8")}
-
-
-def write_safetensors(path, tensors, metadata=None):
-    """tensors: name -> torch tensor. Sorted by dtype size (largest first) then name, so each
-    tensor is aligned to its element size; header padded with spaces to 8 bytes."""
-    items = sorted(tensors.items(), key=lambda kv: (-kv[1].element_size(), kv[0]))
-    header, blobs, offset = {}, [], 0
-    for name, t in items:
-        dt, npdt = _DT[t.dtype]
-        data = t.detach().contiguous().cpu().numpy().astype(npdt, copy=False).tobytes()
-        header[name] = {"dtype": dt, "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    if metadata:
-        header["__metadata__"] = metadata
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-    os.replace(tmp, path)
+from safetensors_io import write_safetensors  # noqa: E402  (tools/ is on sys.path)
 
 
 def read_safetensors(path):

@@ -231,31 +231,7 @@ def make_pixels(batch, image_size, generator):
 # ---------------------------------------------------------------------------------------
 # safetensors, written by hand
 # ---------------------------------------------------------------------------------------
-_DTYPES = {torch.float32: ("F32", "<f4"), torch.int64: ("I64", "<i8")}
-
-
-def write_safetensors(path, tensors, metadata=None):
-    header = {}
-    blobs = []
-    offset = 0
-    for name, t in tensors.items():
-        t = t.detach().contiguous()
-        dtype_name, np_dtype = _DTYPES[t.dtype]
-        raw = t.numpy().astype(np_dtype, copy=False).tobytes()
-        header[name] = {"dtype": dtype_name, "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    if metadata:
-        header["__metadata__"] = {k: str(v) for k, v in metadata.items()}
-    h = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    h += b" " * ((8 - len(h) % 8) % 8)  # align the data to 8 bytes, as the reference writer does
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-    os.replace(tmp, path)
+from safetensors_io import write_safetensors  # noqa: E402  (tools/ is on sys.path)
 
 
 def tiny_text_tower(embed_dim, width, layers, seed):

@@ -27,7 +27,7 @@ CommandRegistrar::CommandRegistrar(std::string name, int order, CommandSetup set
 
 int main(int argc, char** argv) {
   using namespace clip::app;
-  CLI::App app{"clip: CLIP (Radford et al., 2021) in C++ -- embed, classify, search, train, evaluate"};
+  CLI::App app{"clip: CLIP (Radford et al., 2021) in C++ -- embed, classify, compare and evaluate"};
   app.set_version_flag("--version", std::string("clip ") + CLIP_VERSION);
   app.require_subcommand(1);
   std::vector<Entry> entries = registry();
