@@ -42,6 +42,9 @@ def main():
     sd = load_state_dict(args.input)
     sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()
           if isinstance(v, torch.Tensor)}
+    # OpenAI's TorchScript models carry these scalars, which clip.load's build_model deletes too.
+    for key in ("input_resolution", "context_length", "vocab_size"):
+        sd.pop(key, None)
     write_safetensors(args.output, sd, {"format": "pt", "converted_by": "clip tools/convert_openai_pt.py"})
     print(f"wrote {len(sd)} tensors to {args.output}")
 
