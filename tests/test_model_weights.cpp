@@ -4,6 +4,7 @@
 // Synthetic tiny checkpoints are written with our writer (its bytes match the reference
 // safetensors writer, see test_core_safetensors).
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
@@ -23,7 +24,8 @@ namespace {
 
 std::string temp_path(const std::string& name) {
   static const std::string dir = [] {
-    std::string d = std::string(CLIP_BINARY_DIR) + "/test_tmp/model_weights";
+    // Per process: CTest runs each test case as its own process, several at once.
+    std::string d = std::string(CLIP_BINARY_DIR) + "/test_tmp/model_weights/" + std::to_string(::getpid());
     fs::remove_all(d);
     fs::create_directories(d);
     return d;
