@@ -19,31 +19,15 @@ import json
 import os
 import re
 import statistics
-import struct
 import subprocess
 import sys
 import time
 
-import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from reference_resnet import ModifiedResNet  # noqa: E402
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        a, b = info["data_offsets"]
-        dt = {"F32": np.float32, "F16": np.float16, "I64": np.int64}[info["dtype"]]
-        out[name] = torch.from_numpy(np.frombuffer(data[a:b], dtype=dt).reshape(info["shape"]).copy())
-    return out
+from safetensors_io import read_safetensors  # noqa: E402
 
 
 def build(sd):

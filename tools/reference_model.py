@@ -26,7 +26,6 @@ import argparse
 import json
 import math
 import os
-import struct
 import sys
 from collections import OrderedDict
 
@@ -221,25 +220,12 @@ def build_model(cfg_name, seed, gelu=False):
 
 
 # ---- safetensors by hand ----
-from safetensors_io import write_safetensors  # noqa: E402  (tools/ is on sys.path)
+from safetensors_io import read_safetensors as read_stored, write_safetensors  # noqa: E402  (tools/ is on sys.path)
 
 
 def read_safetensors(path):
-    """name -> float32 torch tensor (F32/F16 only), for the benchmarks."""
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        b, e = info["data_offsets"]
-        npdt = {"F32": "<f4", "F16": "<f2", "I64": "<i8"}[info["dtype"]]
-        arr = np.frombuffer(data[b:e], dtype=npdt).reshape(info["shape"])
-        if info["dtype"] != "I64":
-            out[name] = torch.from_numpy(arr.astype(np.float32))
-    return out
+    """name -> float32 torch tensor of every floating tensor, for the benchmarks."""
+    return {k: v.float() for k, v in read_stored(path).items() if v.is_floating_point()}
 
 
 def load_model_from_openai_safetensors(path, cfg_name, gelu=False):

@@ -52,8 +52,8 @@ def write_safetensors(path, tensors, metadata=None):
     os.replace(tmp, path)
 
 
-def read_safetensors(path, dtype=torch.float32):
-    """name -> torch tensor converted to `dtype` (BF16 not supported here)."""
+def read_safetensors(path):
+    """name -> torch tensor in its stored dtype (BF16 not supported here)."""
     with open(path, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
         header = json.loads(f.read(n))
@@ -64,5 +64,5 @@ def read_safetensors(path, dtype=torch.float32):
             continue
         b, e = info["data_offsets"]
         a = np.frombuffer(data[b:e], dtype=NUMPY[info["dtype"]]).reshape(info["shape"])
-        out[name] = torch.from_numpy(a.copy()).to(dtype)
+        out[name] = torch.from_numpy(a.copy())
     return out
