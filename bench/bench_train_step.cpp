@@ -34,6 +34,25 @@ ModelConfig tiny() {
   return c;
 }
 
+// The size of the CIFAR-10 recipe's model (configs/cifar10-vit.json): 32 px, patch 4.
+ModelConfig cifar(int width, int layers, int text_width = 256, int text_layers = 4, int ctx = 24) {
+  ModelConfig c;
+  c.embed_dim = 256;
+  c.vision.image_size = 32;
+  c.vision.patch_size = 4;
+  c.vision.width = width;
+  c.vision.heads = width / 64;
+  c.vision.layers = layers;
+  c.vision.mlp_dim = 4 * width;
+  c.text.context_length = ctx;
+  c.text.vocab_size = 2048;
+  c.text.width = text_width;
+  c.text.heads = text_width / 64;
+  c.text.layers = text_layers;
+  c.text.mlp_dim = 4 * text_width;
+  return c;
+}
+
 ModelConfig vit_b32() {
   ModelConfig c;  // the defaults of ModelConfig are ViT-B/32's text tower
   c.embed_dim = 512;
@@ -80,6 +99,9 @@ void run(benchmark::State& state, const ModelConfig& c, int64_t N, int64_t micro
 
 void BM_TrainStepTiny(benchmark::State& s) { run(s, tiny(), 6, 0, false); }
 void BM_TrainStepTinyMicro2Recompute(benchmark::State& s) { run(s, tiny(), 6, 2, true); }
+void BM_TrainStepCifarW256L6Batch256(benchmark::State& s) { run(s, cifar(256, 6), 256, 0, false); }
+void BM_TrainStepCifarW192L6Batch256(benchmark::State& s) { run(s, cifar(192, 6), 256, 0, false); }
+void BM_TrainStepCifarW128L4Batch128(benchmark::State& s) { run(s, cifar(128, 4, 128, 3, 16), 128, 0, false); }
 void BM_TrainStepViTB32Batch32(benchmark::State& s) { run(s, vit_b32(), 32, 0, false); }
 void BM_TrainStepViTB32Batch32Micro8Recompute(benchmark::State& s) { run(s, vit_b32(), 32, 8, true); }
 
@@ -87,6 +109,9 @@ void BM_TrainStepViTB32Batch32Micro8Recompute(benchmark::State& s) { run(s, vit_
 
 BENCHMARK(BM_TrainStepTiny)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_TrainStepTinyMicro2Recompute)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_TrainStepCifarW256L6Batch256)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_TrainStepCifarW192L6Batch256)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_TrainStepCifarW128L4Batch128)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_TrainStepViTB32Batch32)->Unit(benchmark::kSecond)->UseRealTime()->Iterations(2);
 BENCHMARK(BM_TrainStepViTB32Batch32Micro8Recompute)->Unit(benchmark::kSecond)->UseRealTime()->Iterations(2);
 BENCHMARK_MAIN();

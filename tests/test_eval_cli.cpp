@@ -5,10 +5,12 @@
 // tokenizer (zeroshot, robustness, linear-probe, retrieval, corrupt, report) for consistency.
 #include <filesystem>
 
+#include "data/datasets.h"
 #include "eval/results.h"
 #include "test_eval_util.h"
 
 using namespace clip::eval;
+using namespace clip::data;
 using namespace clip::eval::testing;
 namespace fs = std::filesystem;
 

@@ -5,10 +5,12 @@
 
 #include <cmath>
 
+#include "data/datasets.h"
 #include "core/error.h"
 #include "eval/corrupt.h"
 
 using namespace clip::eval;
+using namespace clip::data;
 
 static clip::Image pattern(int w, int h) {
   clip::Image im;

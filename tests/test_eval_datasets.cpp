@@ -10,8 +10,9 @@
 #include "core/error.h"
 #include "core/io.h"
 #include "eval/corrupt.h"
-#include "eval/datasets.h"
+#include "data/datasets.h"
 
+using namespace clip::data;
 using namespace clip::eval;
 namespace fs = std::filesystem;
 

@@ -5,12 +5,14 @@
 
 #include <filesystem>
 
+#include "data/datasets.h"
 #include "core/error.h"
 #include "core/io.h"
 #include "eval/corrupt.h"
 #include "eval/features.h"
 
 using namespace clip::eval;
+using namespace clip::data;
 namespace fs = std::filesystem;
 
 namespace {

@@ -7,12 +7,14 @@
 #include <cmath>
 #include <set>
 
+#include "data/datasets.h"
 #include "core/error.h"
 #include "eval/linear_probe.h"
 #include "eval/metrics.h"
 #include "test_eval_util.h"
 
 using namespace clip::eval;
+using namespace clip::data;
 using namespace clip::eval::testing;
 
 namespace {

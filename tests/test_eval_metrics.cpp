@@ -3,11 +3,13 @@
 // hand-checked cases for ties, absent classes and bad input.
 #include <cmath>
 
+#include "data/datasets.h"
 #include "core/error.h"
 #include "eval/metrics.h"
 #include "test_eval_util.h"
 
 using namespace clip::eval;
+using namespace clip::data;
 using namespace clip::eval::testing;
 
 TEST(EvalMetrics, ClassificationMatchesPython) {

@@ -5,11 +5,13 @@
 #include <filesystem>
 #include <limits>
 
+#include "data/datasets.h"
 #include "core/error.h"
 #include "core/io.h"
 #include "eval/results.h"
 
 using namespace clip::eval;
+using namespace clip::data;
 namespace fs = std::filesystem;
 
 TEST(EvalResults, WriteReadLayout) {

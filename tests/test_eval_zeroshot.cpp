@@ -3,11 +3,13 @@
 #include <cmath>
 #include <filesystem>
 
+#include "data/datasets.h"
 #include "core/error.h"
 #include "eval/zeroshot.h"
 #include "test_eval_util.h"
 
 using namespace clip::eval;
+using namespace clip::data;
 using namespace clip::eval::testing;
 
 TEST(EvalZeroShot, MatchesNumpy) {

@@ -148,11 +148,17 @@ Diff compare_params(const Reference& ref, TrainableClip<T>& m, const std::string
   return d;
 }
 Diff compare_ref(const Reference& ref, const TrainableClip<float>& m, const std::string& a_prefix,
-                 const std::string& b_prefix, double rtol, double atol) {
+                 const std::string& b_prefix, double rtol, double atol,
+                 bool skip_key_bias = false) {
   Diff d;
   for (const auto& e : m.parameters()) {
-    const auto a = ref.get(a_prefix + e.name);
-    accumulate_diff(d, e.name, a.data(), ref.get(b_prefix + e.name), rtol, atol);
+    auto a = ref.get(a_prefix + e.name), b = ref.get(b_prefix + e.name);
+    if (skip_key_bias && e.name.find("attn.in_proj_bias") != std::string::npos) {
+      const size_t D = e.numel / 3;
+      a.erase(a.begin() + D, a.begin() + 2 * D);
+      b.erase(b.begin() + D, b.begin() + 2 * D);
+    }
+    accumulate_diff(d, e.name, a.data(), b, rtol, atol);
   }
   return d;
 }
@@ -269,8 +275,12 @@ void check_float32(const Reference& ref) {
   const Diff q64 = compare_params(ref, m2, "final64.", true);
   print("  ... without the key biases, vs torch float32", q32);
   print("  ... without the key biases, vs torch float64", q64);
-  EXPECT_LE(q32.worst, 1.0) << q32.worst_name;
+  // Against the exact answer (float64) every such parameter is within 1e-6. Against torch's
+  // float32 run the two float32 roundings add up: within 1e-6 plus torch's own float32 error.
+  const Diff torch_q = compare_ref(ref, m2, "final.", "final64.", 0.0, 1e-6, true);
+  print("  ... torch float32 vs torch float64 without the key biases", torch_q);
   EXPECT_LE(q64.worst, 1.0) << q64.worst_name;
+  EXPECT_LE(q32.worst, 1.0 + torch_q.worst) << q32.worst_name;
 }
 
 TEST(TrainDebugState, Float64MatchesTorchFloat64) { check_float64(load_reference()); }

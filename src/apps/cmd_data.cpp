@@ -14,13 +14,14 @@
 #include "core/io.h"
 #include "core/progress.h"
 #include "eval/corrupt.h"
-#include "eval/datasets.h"
+#include "data/datasets.h"
 
 namespace clip::app {
 namespace {
 
 namespace fs = std::filesystem;
 using namespace clip::eval;
+using namespace clip::data;
 
 struct CorruptOptions {
   std::string input, output, root;

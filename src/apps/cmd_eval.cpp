@@ -16,7 +16,7 @@
 #include "apps/command.h"
 #include "core/error.h"
 #include "core/io.h"
-#include "eval/datasets.h"
+#include "data/datasets.h"
 #include "eval/features.h"
 #include "eval/linear_probe.h"
 #include "eval/metrics.h"
@@ -32,6 +32,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace clip::eval;
+using namespace clip::data;
 
 // ---- options shared by the model-based commands ----
 struct Common {

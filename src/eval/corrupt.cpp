@@ -10,10 +10,12 @@
 #include <cstring>
 
 #include "core/error.h"
-#include "eval/datasets.h"
+#include "data/datasets.h"
 #include "eval/linear_probe.h"
 
 namespace clip::eval {
+
+using data::fnv1a64;
 
 const std::vector<std::string>& corruption_names() {
   static const std::vector<std::string> names = {"gaussian_noise", "gaussian_blur", "jpeg",

@@ -8,8 +8,17 @@
 #include <string>
 #include <vector>
 
-#include "eval/datasets.h"
+#include "data/datasets.h"
 #include "vision/preprocess.h"
+
+namespace clip::eval {
+// The dataset readers live in src/data, shared with training.
+using data::Dataset;
+using data::DatasetOptions;
+using data::Sample;
+using data::fnv1a64;
+using data::open_dataset;
+}  // namespace clip::eval
 
 namespace clip::eval {
 

@@ -2,6 +2,8 @@
 
 #include <cblas.h>
 
+#include "core/matmul.h"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -20,8 +22,9 @@ template <>
 void gemm<float>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                  int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
-  cblas_sgemm(CblasRowMajor, tr(ta), tr(tb), blasint(M), blasint(N), blasint(K), alpha, A,
-              blasint(lda), B, blasint(ldb), beta, C, blasint(ldc));
+  // The core's backend (oneDNN's sgemm on the shared OpenMP pool): OpenBLAS's own threads
+  // spin against the OpenMP threads of the elementwise passes (15 % of a step in sched_yield).
+  clip::sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 template <>
 void gemm<double>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha,

@@ -1,4 +1,4 @@
-#include "eval/datasets.h"
+#include "data/datasets.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -14,7 +14,7 @@
 #include "core/io.h"
 #include "vision/arrays.h"
 
-namespace clip::eval {
+namespace clip::data {
 
 namespace fs = std::filesystem;
 
@@ -421,4 +421,4 @@ Dataset open_dataset(const std::string& spec, const DatasetOptions& options) {
   throw Error(spec + ": unknown dataset kind (expected a folder of class folders, a .csv, an IDX images file or .tar shards)");
 }
 
-}  // namespace clip::eval
+}  // namespace clip::data

@@ -23,7 +23,7 @@
 
 #include "vision/image.h"
 
-namespace clip::eval {
+namespace clip::data {
 
 struct Sample {
   std::string id;                // file path, CSV path, "<shard>:<key>" or "<idx file>#<n>"
@@ -83,4 +83,4 @@ inline uint64_t fnv1a64(const std::string& s, uint64_t h = 0xcbf29ce484222325ull
   return fnv1a64(s.data(), s.size(), h);
 }
 
-}  // namespace clip::eval
+}  // namespace clip::data
