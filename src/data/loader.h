@@ -1,0 +1,101 @@
+#pragma once
+// The training data pipeline (issue 5): image-caption pairs from CSV/TSV files, WebDataset tar
+// shards, or labelled sets (class folders, IDX, shards with .cls) captioned through prompt
+// templates; decoded and augmented on worker threads with prefetch; shuffled with a fixed seed
+// giving a fixed order; resumable from a position. Evaluation reads the same sources through
+// datasets.h.
+//
+// Determinism: everything random about a sample (its place in the order, its crop, its
+// template) is a function of (seed, epoch, sample index), never of thread timing, so a given
+// seed yields the same batches with any number of workers, and seek(position) continues a run
+// exactly where position() was taken.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "data/datasets.h"
+#include "vision/preprocess.h"
+
+namespace clip::text {
+class Tokenizer;
+}
+
+namespace clip::data {
+
+// Where the pairs come from. `spec` is one source or several separated by "::" (their samples
+// are concatenated, e.g. "cifar10/train::flickr8k/captions.txt"). A source is
+//   * a .csv/.tsv file: image and caption columns named by csv_img_key / csv_caption_key
+//     (open_clip's --csv-img-key/--csv-caption-key; separator by extension or csv_separator),
+//     one row per pair (several rows may share an image), relative paths against its folder;
+//   * WebDataset shards ("shards-{000..099}.tar", comma-separated lists): key.jpg|png|webp +
+//     key.txt (caption) and/or key.cls (label), streamed with libarchive;
+//   * a labelled set (folder of class folders, IDX file, or shards with .cls but no .txt):
+//     each sample's caption is a template (from `templates`, chosen per sample and epoch)
+//     filled with its class name.
+struct PairSourceOptions {
+  std::string csv_img_key = "filepath";
+  std::string csv_caption_key = "title";
+  char csv_separator = 0;                  // 0: '\t' for .tsv, ',' otherwise
+  std::vector<std::string> templates;      // "a photo of a {}." style; required for labelled sets
+  std::vector<std::string> classnames;     // overrides a labelled set's own class names
+  int64_t limit = 0;                       // > 0: first `limit` samples of each source
+};
+
+struct LoaderOptions {
+  clip::PreprocessConfig preprocess;  // output size, mean/std, resize (evaluation transform)
+  bool augment = true;                // random resized crop (else the evaluation transform)
+  double crop_scale_min = 0.9, crop_scale_max = 1.0;  // open_clip's RandomResizedCrop scale
+  bool horizontal_flip = false;
+  int64_t batch_size = 64;
+  int context_length = 77;
+  uint64_t seed = 0;
+  int workers = 2;                    // decoding threads
+  int prefetch_batches = 4;
+  int64_t shuffle_buffer = 10000;     // for streamed shards; indexable sources use a full permutation
+  bool shuffle = true;
+};
+
+// A position in the infinite stream of batches: `samples` samples of epoch `epoch` have been
+// delivered (skipped samples included).
+struct LoaderPosition {
+  int64_t epoch = 0;
+  int64_t samples = 0;
+};
+
+struct Batch {
+  int64_t size = 0;
+  std::vector<float> pixels;            // [size, 3, S, S], normalised
+  std::vector<int32_t> ids;             // [size, context_length]
+  std::vector<int> labels;              // per sample, -1 when unlabelled
+  std::vector<std::string> captions;    // the caption each sample was given
+  LoaderPosition end;                   // the position after this batch
+};
+
+struct LoaderStats {
+  int64_t delivered = 0;          // samples in batches
+  int64_t skipped_corrupt = 0;    // images that failed to decode (warned once each, not fatal)
+  int64_t skipped_empty = 0;      // empty or whitespace-only captions
+  int64_t epoch_size = 0;         // samples per epoch (-1 when not known in advance: streams)
+};
+
+class PairLoader {
+ public:
+  PairLoader(const std::string& spec, const PairSourceOptions& source,
+             const clip::text::Tokenizer& tokenizer, const LoaderOptions& options);
+  ~PairLoader();
+  // The next full batch (batches never straddle epochs' ends: the remainder of an epoch that
+  // does not fill a batch is dropped, open_clip's drop_last). Blocks on the workers.
+  Batch next();
+  LoaderPosition position() const;
+  // Restart the stream at `p` (as returned by position() or Batch::end) without decoding the
+  // skipped samples.
+  void seek(const LoaderPosition& p);
+  LoaderStats stats() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace clip::data
