@@ -121,7 +121,7 @@ Dataset open_class_folders(const std::string& root) {
   return d;
 }
 
-std::vector<std::vector<std::string>> parse_csv(const std::string& text, const std::string& name) {
+std::vector<std::vector<std::string>> parse_csv(const std::string& text, const std::string& name, char separator) {
   std::vector<std::vector<std::string>> rows;
   std::vector<std::string> row;
   std::string field;
@@ -145,12 +145,12 @@ std::vector<std::vector<std::string>> parse_csv(const std::string& text, const s
         if (text[i] == '\n') ++line;
         field += text[i++];
       }
-      if (i < n && text[i] != ',' && text[i] != '\n' && text[i] != '\r')
+      if (i < n && text[i] != separator && text[i] != '\n' && text[i] != '\r')
         throw Error(name + ":" + std::to_string(line) + ": text after a closing quote");
       any = true;
       continue;
     }
-    if (c == ',') { row.push_back(std::move(field)); field.clear(); any = true; ++i; continue; }
+    if (c == separator) { row.push_back(std::move(field)); field.clear(); any = true; ++i; continue; }
     if (c == '\r' || c == '\n') {
       if (c == '\r' && i + 1 < n && text[i + 1] == '\n') ++i;
       ++i;

@@ -67,9 +67,11 @@ Dataset open_csv(const std::string& path, const DatasetOptions& options = {});
 Dataset open_idx(const std::string& images_path, const DatasetOptions& options = {});
 Dataset open_webdataset(const std::vector<std::string>& shards);
 
-// RFC 4180 parsing of a whole CSV text into rows of fields. Throws clip::Error (with `name`
-// and the line) on an unterminated quote or text after a closing quote.
-std::vector<std::vector<std::string>> parse_csv(const std::string& text, const std::string& name);
+// RFC 4180 parsing of a whole CSV text into rows of fields (`separator`: ',' or '\t' for TSV,
+// quoted the same way, as pandas reads both). Throws clip::Error (with `name` and the line) on
+// an unterminated quote or text after a closing quote.
+std::vector<std::vector<std::string>> parse_csv(const std::string& text, const std::string& name,
+                                                char separator = ',');
 
 // "a-{00..02}.tar,b.tar" -> a-00.tar a-01.tar a-02.tar b.tar (zero padding kept).
 std::vector<std::string> expand_shards(const std::string& spec);
