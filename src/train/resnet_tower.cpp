@@ -1,0 +1,445 @@
+#include "train/resnet_tower.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+#include "core/error.h"
+
+namespace clip::train {
+
+namespace {
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// g[i] = y[i] > 0 ? g[i] : 0 (ReLU backward in place, from the ReLU's output).
+template <typename T>
+void relu_mask(T* g, const T* y, int64_t n) {
+#pragma omp parallel for schedule(static) if (n >= (int64_t(1) << 17))
+  for (int64_t i = 0; i < n; ++i)
+    if (!(y[i] > T(0))) g[i] = T(0);
+}
+
+template <typename T>
+void zero(T* p, int64_t n) {
+  std::fill_n(p, n, T(0));
+}
+
+}  // namespace
+
+template <typename T>
+size_t ResNetTower<T>::add_param(const std::string& name, std::vector<int64_t> shape) {
+  ParamEntry e;
+  e.name = name;
+  e.numel = 1;
+  for (int64_t d : shape) e.numel *= size_t(d);
+  e.shape = std::move(shape);
+  e.offset = total_;
+  e.tower = Tower::Image;
+  e.weight_decay = !excluded_from_weight_decay(name, e.shape.size());
+  total_ += e.numel;
+  index_[name] = entries_.size();
+  entries_.push_back(std::move(e));
+  return entries_.back().offset;
+}
+
+template <typename T>
+typename ResNetTower<T>::Unit ResNetTower<T>::add_unit(const std::string& conv, const std::string& bn,
+                                                       int64_t in, int64_t out, int64_t k,
+                                                       int64_t stride, int64_t pad, int64_t H,
+                                                       int64_t W) {
+  Unit u;
+  u.s = ConvShape{in, out, k, stride, pad};
+  u.H = H;
+  u.W = W;
+  u.Ho = conv_out_size(H, k, stride, pad);
+  u.Wo = conv_out_size(W, k, stride, pad);
+  if (u.Ho <= 0 || u.Wo <= 0)
+    throw Error("training: image_size " + std::to_string(S_) + " is too small for " + conv);
+  u.w = add_param(conv + ".weight", {out, in, k, k});
+  u.gamma = add_param(bn + ".weight", {out});
+  u.beta = add_param(bn + ".bias", {out});
+  BatchNormBuffers b;
+  b.prefix = bn;
+  b.channels = out;
+  b.offset = stats_total_;
+  stats_total_ += size_t(2 * out);
+  u.bn = bns_.size();
+  bns_.push_back(b);
+  return u;
+}
+
+template <typename T>
+ResNetTower<T>::ResNetTower(const VisionConfig& v, int64_t embed_dim, const std::string& prefix)
+    : prefix_(prefix), S_(v.image_size), width_(v.width), embed_(embed_dim), layers_(v.resnet_layers) {
+  if (layers_.size() != 4)
+    throw Error("training: a ModifiedResNet needs four stage depths (resnet_layers), got " +
+                std::to_string(layers_.size()));
+  for (int l : layers_)
+    if (l <= 0) throw Error("training: every ModifiedResNet stage needs at least one block");
+  if (width_ < 2 || width_ % 2) throw Error("training: ModifiedResNet width must be even and >= 2");
+  if (embed_ <= 0 || S_ <= 0) throw Error("training: invalid ModifiedResNet configuration");
+  C4_ = width_ * 32;
+  heads_ = v.heads > 0 ? v.heads : C4_ / 64;
+  if (heads_ <= 0 || C4_ % heads_ != 0)
+    throw Error("training: attention-pool heads " + std::to_string(heads_) + " must divide " +
+                std::to_string(C4_));
+  const std::string& p = prefix_;
+  const int64_t half = width_ / 2;
+  // The stem.
+  stem1_ = add_unit(p + "conv1", p + "bn1", 3, half, 3, 2, 1, S_, S_);
+  stem2_ = add_unit(p + "conv2", p + "bn2", half, half, 3, 1, 1, stem1_.Ho, stem1_.Wo);
+  stem3_ = add_unit(p + "conv3", p + "bn3", half, width_, 3, 1, 1, stem2_.Ho, stem2_.Wo);
+  int64_t H = stem3_.Ho / 2, W = stem3_.Wo / 2;
+  if (H <= 0 || W <= 0) throw Error("training: image_size " + std::to_string(S_) + " is too small");
+  // The stages.
+  int64_t inplanes = width_;
+  for (int l = 0; l < 4; ++l) {
+    const int64_t planes = width_ << l;
+    for (int bi = 0; bi < layers_[size_t(l)]; ++bi) {
+      Block b;
+      b.inplanes = inplanes;
+      b.planes = planes;
+      b.stride = (l > 0 && bi == 0) ? 2 : 1;
+      b.H = H;
+      b.W = W;
+      b.Hp = H / b.stride;
+      b.Wp = W / b.stride;
+      if (b.Hp <= 0 || b.Wp <= 0)
+        throw Error("training: image_size " + std::to_string(S_) + " is too small");
+      const std::string q = p + "layer" + std::to_string(l + 1) + "." + std::to_string(bi) + ".";
+      b.c1 = add_unit(q + "conv1", q + "bn1", inplanes, planes, 1, 1, 0, H, W);
+      b.c2 = add_unit(q + "conv2", q + "bn2", planes, planes, 3, 1, 1, H, W);
+      b.c3 = add_unit(q + "conv3", q + "bn3", planes, planes * 4, 1, 1, 0, b.Hp, b.Wp);
+      b.has_ds = b.stride > 1 || inplanes != planes * 4;
+      if (b.has_ds)
+        b.ds = add_unit(q + "downsample.0", q + "downsample.1", inplanes, planes * 4, 1, 1, 0,
+                        b.Hp, b.Wp);
+      blocks_.push_back(b);
+      inplanes = planes * 4;
+      H = b.Hp;
+      W = b.Wp;
+    }
+  }
+  // The attention pool: its positional embedding has (image_size / 32)^2 + 1 rows.
+  const int64_t spatial = S_ / 32;
+  if (H != spatial || W != spatial)
+    throw Error("training: image_size " + std::to_string(S_) + " gives a " + std::to_string(H) +
+                "x" + std::to_string(W) + " final feature map, but the attention pool expects " +
+                std::to_string(spatial) + "x" + std::to_string(spatial) + " (image_size / 32)");
+  HW_ = H * W;
+  pos_ = add_param(p + "attnpool.positional_embedding", {HW_ + 1, C4_});
+  k_w_ = add_param(p + "attnpool.k_proj.weight", {C4_, C4_});
+  k_b_ = add_param(p + "attnpool.k_proj.bias", {C4_});
+  q_w_ = add_param(p + "attnpool.q_proj.weight", {C4_, C4_});
+  q_b_ = add_param(p + "attnpool.q_proj.bias", {C4_});
+  v_w_ = add_param(p + "attnpool.v_proj.weight", {C4_, C4_});
+  v_b_ = add_param(p + "attnpool.v_proj.bias", {C4_});
+  c_w_ = add_param(p + "attnpool.c_proj.weight", {embed_, C4_});
+  c_b_ = add_param(p + "attnpool.c_proj.bias", {embed_});
+
+  own_params_.assign(total_, T(0));
+  own_grads_.assign(total_, T(0));
+  P_ = own_params_.data();
+  G_ = own_grads_.data();
+  stats_.assign(stats_total_, T(0));
+  for (const auto& b : bns_) std::fill_n(stats_.begin() + long(b.offset + b.channels), b.channels, T(1));
+}
+
+template <typename T>
+const ParamEntry& ResNetTower<T>::entry(const std::string& name) const {
+  auto it = index_.find(name);
+  if (it == index_.end()) throw Error("training: the ResNet tower has no parameter named '" + name + "'");
+  return entries_[it->second];
+}
+
+template <typename T>
+void ResNetTower<T>::bind(T* params, T* grads) {
+  if ((params == nullptr) != (grads == nullptr))
+    throw Error("training: bind() needs both arenas or neither");
+  P_ = params ? params : own_params_.data();
+  G_ = grads ? grads : own_grads_.data();
+}
+
+template <typename T>
+void ResNetTower<T>::zero_grad() {
+  std::fill_n(G_, total_, T(0));
+}
+
+template <typename T>
+void ResNetTower<T>::init_openai(Rng& rng) {
+  const double attn_std = 1.0 / std::sqrt(double(C4_));
+  for (const auto& e : entries_) {
+    T* dst = P_ + e.offset;
+    const std::string& n = e.name;
+    if (e.shape.size() == 4) {  // convolution: kaiming_uniform(a = sqrt 5) = U(+-1/sqrt(fan_in))
+      const double bound = 1.0 / std::sqrt(double(e.shape[1] * e.shape[2] * e.shape[3]));
+      for (size_t i = 0; i < e.numel; ++i) dst[i] = T(bound * (2.0 * rng.uniform() - 1.0));
+    } else if (ends_with(n, "attnpool.positional_embedding")) {
+      for (size_t i = 0; i < e.numel; ++i) dst[i] = T(attn_std * rng.normal());
+    } else if (ends_with(n, "_proj.weight")) {  // initialize_parameters: N(0, in_features^-1/2)
+      for (size_t i = 0; i < e.numel; ++i) dst[i] = T(attn_std * rng.normal());
+    } else if (ends_with(n, "_proj.bias")) {  // nn.Linear's default bias
+      for (size_t i = 0; i < e.numel; ++i) dst[i] = T(attn_std * (2.0 * rng.uniform() - 1.0));
+    } else if (ends_with(n, ".bias")) {  // batch norm
+      std::fill_n(dst, e.numel, T(0));
+    } else {  // batch norm weight: 1, zero for each Bottleneck's bn3
+      const bool bottleneck_bn3 = n.find(prefix_ + "layer") == 0 && ends_with(n, ".bn3.weight");
+      std::fill_n(dst, e.numel, T(bottleneck_bn3 ? 0 : 1));
+    }
+  }
+  for (auto& b : bns_) {
+    std::fill_n(stats_.begin() + long(b.offset), b.channels, T(0));
+    std::fill_n(stats_.begin() + long(b.offset + b.channels), b.channels, T(1));
+    b.num_batches_tracked = 0;
+  }
+}
+
+template <typename T>
+void ResNetTower<T>::load(const std::map<std::string, Tensor>& tensors) {
+  auto copy = [&](const std::string& name, const std::vector<int64_t>& shape, T* dst) {
+    auto it = tensors.find(name);
+    if (it == tensors.end()) throw Error("training: checkpoint lacks '" + name + "'");
+    const Tensor& t = it->second;
+    if (t.shape != shape)
+      throw Error("training: '" + name + "' has shape " + t.shape_str() + ", the model expects " +
+                  shape_str(shape));
+    const Tensor f = t.dtype == DType::F32 ? t : t.to_f32();
+    const float* src = f.f32();
+    for (int64_t i = 0; i < f.numel(); ++i) dst[i] = T(src[i]);
+  };
+  for (const auto& e : entries_) copy(e.name, e.shape, P_ + e.offset);
+  for (size_t i = 0; i < bns_.size(); ++i) {
+    auto& b = bns_[i];
+    copy(b.prefix + ".running_mean", {b.channels}, running_mean(i));
+    copy(b.prefix + ".running_var", {b.channels}, running_var(i));
+    b.num_batches_tracked = 0;
+    auto it = tensors.find(b.prefix + ".num_batches_tracked");
+    if (it != tensors.end() && it->second.numel() == 1) {
+      const Tensor& t = it->second;
+      if (t.dtype == DType::I64) b.num_batches_tracked = *t.ptr<int64_t>();
+      else if (t.dtype == DType::I32) b.num_batches_tracked = *t.ptr<int32_t>();
+      else b.num_batches_tracked = int64_t(std::llround(*t.to_f32().f32()));
+    }
+  }
+}
+
+template <typename T>
+std::map<std::string, Tensor> ResNetTower<T>::state_dict() const {
+  std::map<std::string, Tensor> out;
+  auto put = [&](const std::string& name, const std::vector<int64_t>& shape, const T* src) {
+    Tensor t = Tensor::empty(shape, DType::F32);
+    float* dst = t.f32();
+    for (int64_t i = 0; i < t.numel(); ++i) dst[i] = float(src[i]);
+    out.emplace(name, std::move(t));
+  };
+  for (const auto& e : entries_) put(e.name, e.shape, P_ + e.offset);
+  for (const auto& b : bns_) {
+    put(b.prefix + ".running_mean", {b.channels}, stats_.data() + b.offset);
+    put(b.prefix + ".running_var", {b.channels}, stats_.data() + b.offset + b.channels);
+    Tensor n = Tensor::empty({}, DType::I64);
+    *n.ptr<int64_t>() = b.num_batches_tracked;
+    out.emplace(b.prefix + ".num_batches_tracked", std::move(n));
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------ activation planning
+
+template <typename T>
+void ResNetTower<T>::plan(int64_t B) {
+  if (planned_B_ >= B) return;
+  std::vector<std::pair<T**, int64_t>> bufs;
+  int64_t biggest = 0;
+  auto act = [&](T** p, int64_t n) {
+    bufs.push_back({p, n});
+    biggest = std::max(biggest, n);
+  };
+  auto unit = [&](Unit& u) {
+    act(&u.c, B * u.Ho * u.Wo * u.s.out_channels);
+    bufs.push_back({&u.mean, u.s.out_channels});
+    bufs.push_back({&u.rstd, u.s.out_channels});
+  };
+  bufs.push_back({&x0_, B * S_ * S_ * 3});
+  unit(stem1_);
+  act(&sa1_, B * stem1_.Ho * stem1_.Wo * stem1_.s.out_channels);
+  unit(stem2_);
+  act(&sa2_, B * stem2_.Ho * stem2_.Wo * stem2_.s.out_channels);
+  unit(stem3_);
+  act(&sa3_, B * stem3_.Ho * stem3_.Wo * stem3_.s.out_channels);
+  act(&stem_out_, B * (stem3_.Ho / 2) * (stem3_.Wo / 2) * width_);
+  for (auto& b : blocks_) {
+    unit(b.c1);
+    act(&b.a1, B * b.H * b.W * b.planes);
+    unit(b.c2);
+    act(&b.a2, B * b.H * b.W * b.planes);
+    if (b.stride > 1) act(&b.p2, B * b.Hp * b.Wp * b.planes);
+    unit(b.c3);
+    if (b.has_ds) {
+      if (b.stride > 1) act(&b.pd, B * b.Hp * b.Wp * b.inplanes);
+      unit(b.ds);
+    }
+    act(&b.out, B * b.Hp * b.Wp * b.planes * 4);
+  }
+  const int64_t L = HW_ + 1;
+  bufs.insert(bufs.end(), {{&ap_.tokens, B * L * C4_}, {&ap_.q, B * C4_}, {&ap_.k, B * L * C4_},
+                           {&ap_.v, B * L * C4_}, {&ap_.probs, B * heads_ * L}, {&ap_.o, B * C4_},
+                           {&ap_scratch_, attnpool_scratch_size(B, HW_, C4_)}});
+  for (T** g : {&gA_, &gB_, &s1_, &s2_, &s3_}) bufs.push_back({g, biggest});
+  int64_t total = 0;
+  for (auto& [p, n] : bufs) total += n;
+  arena_.clear();
+  arena_.shrink_to_fit();
+  arena_.assign(size_t(total), T(0));
+  T* cur = arena_.data();
+  for (auto& [p, n] : bufs) {
+    *p = cur;
+    cur += n;
+  }
+  planned_B_ = B;
+}
+
+// ------------------------------------------------------------------ forward / backward
+
+template <typename T>
+void ResNetTower<T>::unit_forward(Unit& u, const T* in, int64_t B, T* y, bool relu, bool update) {
+  conv2d_forward(u.c, in, P_ + u.w, B, u.H, u.W, u.s);
+  const int64_t M = B * u.Ho * u.Wo, C = u.s.out_channels;
+  if (training_) {
+    batchnorm_train_forward(y, u.mean, u.rstd, u.c, P_ + u.gamma, P_ + u.beta, M, C, eps_,
+                            update ? running_mean(u.bn) : nullptr,
+                            update ? running_var(u.bn) : nullptr, momentum_);
+    if (update) ++bns_[u.bn].num_batches_tracked;
+  } else {
+    batchnorm_eval_forward(y, u.mean, u.rstd, u.c, P_ + u.gamma, P_ + u.beta, running_mean(u.bn),
+                           running_var(u.bn), M, C, eps_);
+  }
+  if (relu) relu_forward(y, y, M * C);
+}
+
+template <typename T>
+void ResNetTower<T>::unit_backward(Unit& u, const T* in, const T* dy, T* din, int64_t B, T* dc) {
+  const int64_t M = B * u.Ho * u.Wo, C = u.s.out_channels;
+  zero(dc, M * C);
+  batchnorm_backward(dc, G_ + u.gamma, G_ + u.beta, dy, u.c, P_ + u.gamma, u.mean, u.rstd, M, C,
+                     fwd_training_);
+  conv2d_backward(din, G_ + u.w, dc, in, P_ + u.w, B, u.H, u.W, u.s);
+}
+
+template <typename T>
+void ResNetTower<T>::forward(const float* pixels, int64_t B, T* features, bool update_running_stats) {
+  if (B <= 0) throw Error("training: the ResNet tower's forward needs at least one image");
+  plan(B);
+  B_used_ = B;
+  fwd_training_ = training_;
+  const bool update = training_ && update_running_stats;
+  nchw_to_nhwc(x0_, pixels, B, 3, S_, S_);
+  unit_forward(stem1_, x0_, B, sa1_, true, update);
+  unit_forward(stem2_, sa1_, B, sa2_, true, update);
+  unit_forward(stem3_, sa2_, B, sa3_, true, update);
+  avgpool_forward(stem_out_, sa3_, B, stem3_.Ho, stem3_.Wo, width_, 2);
+  const T* x = stem_out_;
+  for (auto& b : blocks_) {
+    unit_forward(b.c1, x, B, b.a1, true, update);
+    unit_forward(b.c2, b.a1, B, b.a2, true, update);
+    const T* in3 = b.a2;
+    if (b.stride > 1) {
+      avgpool_forward(b.p2, b.a2, B, b.H, b.W, b.planes, b.stride);
+      in3 = b.p2;
+    }
+    unit_forward(b.c3, in3, B, b.out, false, update);
+    const int64_t n = B * b.Hp * b.Wp * b.planes * 4;
+    if (b.has_ds) {
+      const T* ind = x;
+      if (b.stride > 1) {
+        avgpool_forward(b.pd, x, B, b.H, b.W, b.inplanes, b.stride);
+        ind = b.pd;
+      }
+      unit_forward(b.ds, ind, B, s1_, false, update);
+      add_relu_forward(b.out, b.out, s1_, n);
+    } else {
+      add_relu_forward(b.out, b.out, x, n);
+    }
+    x = b.out;
+  }
+  const AttnPoolWeights<T> w{P_ + pos_, P_ + q_w_, P_ + q_b_, P_ + k_w_, P_ + k_b_,
+                             P_ + v_w_, P_ + v_b_, P_ + c_w_, P_ + c_b_};
+  attnpool_forward(features, ap_, x, w, B, HW_, C4_, heads_, embed_);
+}
+
+template <typename T>
+void ResNetTower<T>::backward(const T* d_features) {
+  const int64_t B = B_used_;
+  if (B == 0) throw Error("training: the ResNet tower's backward before its forward");
+  // Attention pool: d(last stage output) into gA_.
+  const AttnPoolWeights<T> w{P_ + pos_, P_ + q_w_, P_ + q_b_, P_ + k_w_, P_ + k_b_,
+                             P_ + v_w_, P_ + v_b_, P_ + c_w_, P_ + c_b_};
+  const AttnPoolGrads<T> g{G_ + pos_, G_ + q_w_, G_ + q_b_, G_ + k_w_, G_ + k_b_,
+                           G_ + v_w_, G_ + v_b_, G_ + c_w_, G_ + c_b_};
+  zero(gA_, B * HW_ * C4_);
+  attnpool_backward(gA_, g, d_features, ap_, w, B, HW_, C4_, heads_, embed_, ap_scratch_);
+  // Blocks, last to first: gA_ holds d(block output) on entry, d(block input) after the swap.
+  for (size_t i = blocks_.size(); i-- > 0;) {
+    Block& b = blocks_[i];
+    const T* x = i == 0 ? stem_out_ : blocks_[i - 1].out;
+    const int64_t n_out = B * b.Hp * b.Wp * b.planes * 4;
+    relu_mask(gA_, b.out, n_out);  // d(bn3 output + shortcut)
+    // Main branch.
+    const T* in3 = b.stride > 1 ? b.p2 : b.a2;
+    zero(s2_, B * b.Hp * b.Wp * b.planes);
+    unit_backward(b.c3, in3, gA_, s2_, B, s1_);
+    T* da2 = s2_;
+    if (b.stride > 1) {
+      zero(s3_, B * b.H * b.W * b.planes);
+      avgpool_backward(s3_, s2_, B, b.H, b.W, b.planes, b.stride);
+      da2 = s3_;
+    }
+    relu_mask(da2, b.a2, B * b.H * b.W * b.planes);
+    T* da1 = da2 == s2_ ? s3_ : s2_;
+    zero(da1, B * b.H * b.W * b.planes);
+    unit_backward(b.c2, b.a1, da2, da1, B, s1_);
+    relu_mask(da1, b.a1, B * b.H * b.W * b.planes);
+    zero(gB_, B * b.H * b.W * b.inplanes);
+    unit_backward(b.c1, x, da1, gB_, B, s1_);
+    // Shortcut.
+    if (b.has_ds) {
+      if (b.stride > 1) {
+        zero(s2_, B * b.Hp * b.Wp * b.inplanes);
+        unit_backward(b.ds, b.pd, gA_, s2_, B, s1_);
+        avgpool_backward(gB_, s2_, B, b.H, b.W, b.inplanes, b.stride);
+      } else {
+        unit_backward(b.ds, x, gA_, gB_, B, s1_);
+      }
+    } else {
+      add_inplace(gB_, gA_, n_out);
+    }
+    std::swap(gA_, gB_);
+  }
+  // Stem: gA_ holds d(stem output).
+  const int64_t n3 = B * stem3_.Ho * stem3_.Wo * width_;
+  zero(s2_, n3);
+  avgpool_backward(s2_, gA_, B, stem3_.Ho, stem3_.Wo, width_, 2);
+  relu_mask(s2_, sa3_, n3);
+  const int64_t n2 = B * stem2_.Ho * stem2_.Wo * stem2_.s.out_channels;
+  zero(s3_, n2);
+  unit_backward(stem3_, sa2_, s2_, s3_, B, s1_);
+  relu_mask(s3_, sa2_, n2);
+  const int64_t n1 = B * stem1_.Ho * stem1_.Wo * stem1_.s.out_channels;
+  zero(s2_, n1);
+  unit_backward(stem2_, sa1_, s3_, s2_, B, s1_);
+  relu_mask(s2_, sa1_, n1);
+  unit_backward(stem1_, x0_, s2_, nullptr, B, s1_);
+}
+
+template class ResNetTower<float>;
+template class ResNetTower<double>;
+
+}  // namespace clip::train
