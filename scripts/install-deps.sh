@@ -12,7 +12,7 @@ PKGS=(
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev
   python3 python3-pip python3-numpy python3-torch python3-pil python3-regex python3-skimage
-  python3-sklearn
+  python3-sklearn dataset-fashion-mnist
 )
 missing=()
 for p in "${PKGS[@]}"; do

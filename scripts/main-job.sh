@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The main job: install dependencies, build `clip`, and run it end to end on a real photo that
-# a Debian package installs (scikit-image's chelsea.png, a cat) with a CLIP model.
+# The main job: install dependencies, build `clip`, and run it end to end with the model that
+# ships in models/cifar10-vit-tiny (a ViT CLIP trained from scratch by `clip train` with
+# recipes/cifar10/train.sh): describe it, classify a real photo that a Debian package installs
+# (scikit-image's chelsea.png, a cat) and CIFAR-10 test images zero-shot, score captions, write
+# embeddings, and measure zero-shot accuracy on the CIFAR-10 test set with CLIP's 18 templates.
 #
-# Until a model trained by `clip train` ships in models/, the model is the ViT-B/32 architecture
-# with seeded random weights written by the PyTorch reference script (tools/reference_model.py,
-# Hugging Face layout), so the pipeline runs for real but its predictions mean nothing.
-# With the real OpenAI weights (see README: openai/clip-vit-base-patch32), pass the directory:
+# Another model (e.g. the real OpenAI weights, see README: openai/clip-vit-base-patch32):
 #   MODEL=path/to/clip-vit-base-patch32 ./scripts/main-job.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,34 +14,28 @@ cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build --target clip example_zeroshot
 
 PHOTO=${PHOTO:-/usr/lib/python3/dist-packages/skimage/data/chelsea.png}
-VOCAB_ARGS=()
-if [ -z "${MODEL:-}" ]; then
-  MODEL=build/demo/ViT-B-32-random/hf
-  if [ ! -f "$MODEL/model.safetensors" ]; then
-    echo "== writing a ViT-B/32 checkpoint with seeded random weights (PyTorch reference)"
-    /usr/bin/python3 tools/reference_model.py write --config ViT-B-32 --schemes hf \
-      --out build/demo/ViT-B-32-random
-  fi
-  # The random model carries no tokenizer files: use OpenAI's vocabulary.
-  VOCAB=${VOCAB:-../shared/data/clip_vocab/bpe_simple_vocab_16e6.txt.gz}
-  if [ ! -f "$VOCAB" ]; then
-    echo "main-job: no vocabulary at $VOCAB; set VOCAB=path/to/bpe_simple_vocab_16e6.txt.gz" >&2
-    exit 1
-  fi
-  VOCAB_ARGS=(--vocab "$VOCAB")
-fi
+SHARED=${SHARED:-../shared/data}
+MODEL=${MODEL:-models/cifar10-vit-tiny}
+CIFAR_CLASSES="airplane,automobile,bird,cat,deer,dog,frog,horse,ship,truck"
+TEMPLATES=recipes/cifar10/cifar10_eval_templates.txt
+mkdir -p build/demo
 
 echo "== clip info"
 ./build/clip info --model "$MODEL"
-echo "== clip zeroshot ($PHOTO)"
-./build/clip zeroshot --model "$MODEL" "${VOCAB_ARGS[@]}" "$PHOTO" \
-  --labels "cat,dog,rocket,cup of coffee,astronaut" --template "a photo of a {}." -k 5
+echo "== clip zeroshot: $PHOTO and four CIFAR-10 test images, CIFAR-10 classes, CLIP's 18 templates"
+./build/clip zeroshot --model "$MODEL" --labels "$CIFAR_CLASSES" --templates-file "$TEMPLATES" -k 3 \
+  "$PHOTO" "$SHARED/cifar10_jpeg/test/cat/0000.jpg" "$SHARED/cifar10_jpeg/test/ship/0000.jpg" \
+  "$SHARED/cifar10_jpeg/test/horse/0000.jpg" "$SHARED/cifar10_jpeg/test/truck/0000.jpg"
 echo "== clip similarity"
-./build/clip similarity --model "$MODEL" "${VOCAB_ARGS[@]}" --images "$PHOTO" \
-  --text "a photo of a cat" --text "a photo of a rocket"
+./build/clip similarity --model "$MODEL" --images "$PHOTO" \
+  --text "a picture of a cat" --text "a picture of a ship" --text "a picture of a truck"
 echo "== clip embed"
-./build/clip embed --model "$MODEL" "${VOCAB_ARGS[@]}" --images "$PHOTO" \
-  --text "a photo of a cat" -o build/demo/embeddings.npy
+./build/clip embed --model "$MODEL" --images "$PHOTO" --text "a photo of a cat" -o build/demo/embeddings.npy
 /usr/bin/python3 -c "import numpy as np; e=np.load('build/demo/embeddings.npy'); print('embeddings', e.shape, 'norms', np.linalg.norm(e, axis=1).round(4))"
 cat build/demo/embeddings.tsv
+if [ -d "$SHARED/cifar10_jpeg/test" ]; then
+  echo "== clip eval zeroshot: CIFAR-10 test set (10,000 images)"
+  ./build/clip eval zeroshot --model "$MODEL" --dataset "$SHARED/cifar10_jpeg/test" --dataset-name cifar10 \
+    --templates "$TEMPLATES" --output build/demo/results
+fi
 echo "== main job done"

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
@@ -70,14 +71,18 @@ void run_tokenize(const TokenizeOptions& o) {
 }
 
 struct TrainOptions {
-  std::string corpus;
+  std::vector<std::string> corpus;
   std::string output;
   int vocab_size = 49408;
   int64_t min_count = 2;
 };
 
 void run_train(const TrainOptions& o) {
-  const std::vector<std::string> corpus = text::read_corpus(o.corpus);
+  std::vector<std::string> corpus;
+  for (const std::string& path : o.corpus) {
+    std::vector<std::string> part = text::read_corpus(path);
+    corpus.insert(corpus.end(), std::make_move_iterator(part.begin()), std::make_move_iterator(part.end()));
+  }
   text::BpeTrainOptions options;
   options.vocab_size = o.vocab_size;
   options.min_pair_count = o.min_count;
@@ -106,7 +111,7 @@ const CommandRegistrar tokenizer_command("tokenizer", 81, [](CLI::App& root) {
   cmd->require_subcommand(1);
   auto opts = std::make_shared<TrainOptions>();
   CLI::App* train = cmd->add_subcommand("train", "Train a CLIP-style BPE vocabulary on a caption corpus");
-  train->add_option("corpus", opts->corpus, "Text file (one caption per line) or image,caption CSV")
+  train->add_option("corpus", opts->corpus, "Text files (one caption per line) or image,caption CSVs, read in order")
       ->required()
       ->check(CLI::ExistingFile);
   train->add_option("--vocab-size", opts->vocab_size, "Vocabulary size: 512 bytes + merges + 2 specials")
