@@ -42,7 +42,8 @@ echo "== few-shot probes CIFAR-10 (1/2/4/8/16 shots, 5 seeds)"
   --shots 1 2 4 8 16 --seeds 5
 
 echo "== retrieval Flickr8k (1,000 images x 5 captions)"
-"$clip" eval retrieval "${common[@]}" --dataset "$shared/flickr8k_subset1000/captions.txt" --dataset-name flickr8k
+"$clip" eval retrieval "${common[@]}" --dataset "$shared/flickr8k_subset1000/captions.txt" \
+  --root "$shared/flickr8k_subset1000/images" --dataset-name flickr8k
 
 echo "== linear-probe transfer: MNIST, Fashion-MNIST"
 "$clip" eval linear-probe "${common[@]}" --train "$shared/mnist/train10k-images-idx3-ubyte.gz" \

@@ -51,8 +51,12 @@ class AdamW {
   // then the logit_scale clamp to [0, ln 100].
   void step(double lr);
   int64_t steps() const { return steps_; }
+  // Restores the step counter t of the bias corrections (resuming from a checkpoint).
+  void set_steps(int64_t steps) { steps_ = steps; }
   std::vector<T>& exp_avg() { return m_; }
   std::vector<T>& exp_avg_sq() { return v_; }
+  const std::vector<T>& exp_avg() const { return m_; }
+  const std::vector<T>& exp_avg_sq() const { return v_; }
 
  private:
   TrainableClip<T>& model_;

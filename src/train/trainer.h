@@ -36,6 +36,10 @@ class Trainer {
   Trainer(TrainableClip<T>& model, const TrainConfig& config);
   StepStats step(const float* pixels, const int32_t* ids, int64_t N);
   int64_t steps_done() const { return step_; }
+  // Restores the step counter (the schedule's position) when resuming from a checkpoint; the
+  // optimizer's own counter is restored separately (optimizer().set_steps).
+  void set_steps_done(int64_t steps) { step_ = steps; }
+  const TrainConfig& config() const { return config_; }
   AdamW<T>& optimizer() { return optimizer_; }
 
  private:

@@ -1,0 +1,677 @@
+// `clip train`: contrastive training of a ViT CLIP from image-caption pairs (or a labelled set
+// captioned through templates), from scratch or from any checkpoint clip loads, with
+// checkpoints that resume bit for bit, validation (retrieval recall, zero-shot top-1),
+// metrics.jsonl and curves.svg. See docs/training.md, section "clip train".
+//
+// Settings come from defaults <- (on resume) the checkpoint's configuration <- a JSON file
+// (--config; keys are the long flag names) <- the command line.
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "apps/command.h"
+#include "core/error.h"
+#include "core/io.h"
+#include "core/threads.h"
+#include "data/datasets.h"
+#include "data/loader.h"
+#include "eval/metrics.h"
+#include "eval/zeroshot.h"
+#include "model/config.h"
+#include "model/weights.h"
+#include "text/tokenizer.h"
+#include "train/checkpoint.h"
+#include "train/clip_trainable.h"
+#include "train/run.h"
+#include "train/trainer.h"
+#include "vision/image.h"
+#include "vision/preprocess.h"
+
+namespace clip::app {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// ---- settings: one table for the flags, the --config file and config.json ----
+
+enum class Kind { Str, Int, Num, Flag };
+
+struct Setting {
+  const char* name;
+  Kind kind;
+  json def;
+  const char* help;
+  bool trajectory;  // changes what training computes: must match the checkpoint on resume
+};
+
+const std::vector<Setting>& settings() {
+  static const std::vector<Setting> s = {
+      // data
+      {"train-data", Kind::Str, "", "Training pairs: CSV/TSV, WebDataset shards, or a labelled set (class folders, IDX, "
+                                    "shards with .cls) captioned through --templates; several joined by '::'", true},
+      {"csv-img-key", Kind::Str, "filepath", "CSV column of the image paths", true},
+      {"csv-caption-key", Kind::Str, "title", "CSV column of the captions", true},
+      {"csv-separator", Kind::Str, "", "CSV separator (default: tab for .tsv, comma otherwise; \"\\t\" for tab)", true},
+      {"templates", Kind::Str, "", "Caption templates for labelled sets: one per line ({} or {c} = class name), or "
+                                   "CLIP_benchmark JSON", true},
+      // model
+      {"model-config", Kind::Str, "", "Architecture of a new model: a name (ViT-B-32, ViT-B-16, ViT-L-14, "
+                                      "ViT-L-14-336) or a JSON model config (open_clip or Hugging Face)", true},
+      {"init", Kind::Str, "", "Start from these weights (fine-tuning): any checkpoint clip loads", true},
+      {"vocab", Kind::Str, "", "Tokenizer vocabulary (.txt.gz, vocab.json or folder); copied into the model "
+                               "directories. Default: --init's, $CLIP_VOCAB, ../shared/data/clip_vocab", true},
+      // optimisation
+      {"batch-size", Kind::Int, 64, "Pairs per step (the contrastive batch)", true},
+      {"micro-batch", Kind::Int, 0, "Rows per forward/backward pass (same loss, less memory; 0: whole batch)", true},
+      {"epochs", Kind::Int, 0, "Train this many epochs (or give --steps)", true},
+      {"steps", Kind::Int, 0, "Train this many steps (overrides --epochs)", true},
+      {"lr", Kind::Num, 5e-4, "Peak learning rate (linear warm-up, then cosine decay to 0)", true},
+      {"wd", Kind::Num, 0.2, "AdamW weight decay (not on gains, biases, embeddings, logit_scale)", true},
+      {"beta1", Kind::Num, 0.9, "AdamW beta1", true},
+      {"beta2", Kind::Num, 0.98, "AdamW beta2", true},
+      {"eps", Kind::Num, 1e-6, "AdamW epsilon", true},
+      {"warmup", Kind::Int, 0, "Warm-up steps", true},
+      {"grad-clip", Kind::Num, 0.0, "Clip the global gradient norm to this (0: off)", true},
+      {"seed", Kind::Int, 0, "Seed of the initialisation, data order and augmentation", true},
+      {"threads", Kind::Int, 0, "Compute threads (0: all cores); bitwise resume needs the same count", false},
+      {"workers", Kind::Int, 2, "Image decoding threads of the loader", false},
+      {"recompute", Kind::Flag, false, "Recompute activations in backward (less memory, same gradients)", false},
+      {"lock-image", Kind::Flag, false, "Freeze the image tower (locked-image tuning)", true},
+      {"lock-text", Kind::Flag, false, "Freeze the text tower", true},
+      {"augment-scale", Kind::Str, "0.9,1.0", "RandomResizedCrop area scale range MIN,MAX", true},
+      {"hflip", Kind::Flag, false, "Random horizontal flips", true},
+      {"no-augment", Kind::Flag, false, "No augmentation: the evaluation transform for training images", true},
+      // output
+      {"output", Kind::Str, "", "Run folder: config.json, metrics.jsonl, curves.svg, checkpoints/, model/", false},
+      {"save-every", Kind::Int, 500, "Checkpoint every N steps (and at the end, and on Ctrl-C)", false},
+      {"keep", Kind::Int, 3, "Keep the newest K checkpoints (0: all)", false},
+      {"keep-every", Kind::Int, 0, "Also keep every checkpoint whose step is a multiple of N", false},
+      {"log-every", Kind::Int, 10, "A metrics.jsonl line every N steps", false},
+      {"resume", Kind::Str, "", "Continue a run: 'latest' (the newest checkpoint in --output; a new run if there is "
+                                "none), a checkpoint directory, or a run folder", false},
+      // validation
+      {"val-data", Kind::Str, "", "Held-out image-caption pairs (CSV, shards): retrieval recall@1/5 both ways", false},
+      {"zeroshot-data", Kind::Str, "", "Labelled set (class folders, IDX, shards): zero-shot top-1", false},
+      {"zeroshot-templates", Kind::Str, "", "Templates for --zeroshot-data (default: \"a photo of a {}.\")", false},
+      {"val-every", Kind::Int, 0, "Validate every N steps (0: only at the end)", false},
+      {"val-limit", Kind::Int, 0, "Use only the first N samples of each validation set (0: all)", false},
+  };
+  return s;
+}
+
+const Setting* find_setting(const std::string& name) {
+  for (const auto& s : settings())
+    if (name == s.name) return &s;
+  return nullptr;
+}
+
+// A value for setting `s` from JSON (config file, checkpoint) with type checks.
+json coerce(const Setting& s, const json& v, const std::string& where) {
+  auto bad = [&](const char* what) {
+    return Error(where + ": '" + s.name + "' must be " + what + ", got " + v.dump());
+  };
+  switch (s.kind) {
+    case Kind::Str:
+      if (v.is_string()) return v;
+      if (v.is_number()) return v.dump();
+      throw bad("a string");
+    case Kind::Int:
+      if (v.is_number_integer()) return v.get<int64_t>();
+      if (v.is_number_float() && std::abs(v.get<double>()) < 9e15 && v.get<double>() == std::floor(v.get<double>()))
+        return int64_t(v.get<double>());
+      throw bad("an integer");
+    case Kind::Num:
+      if (v.is_number()) return v.get<double>();
+      throw bad("a number");
+    case Kind::Flag:
+      if (v.is_boolean()) return v;
+      throw bad("true or false");
+  }
+  return v;
+}
+
+// A value for setting `s` from a command-line string.
+json from_flag(const Setting& s, const std::string& text) {
+  const std::string where = std::string("--") + s.name;
+  try {
+    switch (s.kind) {
+      case Kind::Str: return text;
+      case Kind::Int: {
+        size_t used = 0;
+        const long long v = std::stoll(text, &used);
+        if (used != text.size()) break;
+        return int64_t(v);
+      }
+      case Kind::Num: {
+        size_t used = 0;
+        const double v = std::stod(text, &used);
+        if (used != text.size()) break;
+        return v;
+      }
+      case Kind::Flag: return text == "true" || text == "1" || text.empty();
+    }
+  } catch (const std::exception&) {
+  }
+  throw Error(where + ": not a valid " + (s.kind == Kind::Int ? "integer" : "number") + ": '" + text + "'");
+}
+
+struct Cli {
+  std::map<std::string, std::string> values;  // raw strings of the options
+  std::map<std::string, bool> flags;
+  std::map<std::string, CLI::Option*> options;
+  std::string config_file;
+};
+
+// ---- model configuration, vocabulary ----
+
+ModelConfig named_model_config(const std::string& name) {
+  struct Named {
+    const char* name;
+    int embed, image, patch, width, layers, twidth, theads;
+  };
+  static const Named named[] = {
+      {"ViT-B-32", 512, 224, 32, 768, 12, 512, 8},
+      {"ViT-B-16", 512, 224, 16, 768, 12, 512, 8},
+      {"ViT-L-14", 768, 224, 14, 1024, 24, 768, 12},
+      {"ViT-L-14-336", 768, 336, 14, 1024, 24, 768, 12},
+  };
+  std::string known;
+  for (const auto& n : named) {
+    if (name == n.name) {
+      ModelConfig c;
+      c.name = n.name;
+      c.embed_dim = n.embed;
+      c.vision.image_size = n.image;
+      c.vision.patch_size = n.patch;
+      c.vision.width = n.width;
+      c.vision.layers = n.layers;
+      c.vision.heads = n.width / 64;
+      c.vision.mlp_dim = 4 * n.width;
+      c.text.width = n.twidth;
+      c.text.heads = n.theads;
+      c.text.layers = 12;
+      c.text.mlp_dim = 4 * n.twidth;
+      return c;
+    }
+    known += std::string(known.empty() ? "" : ", ") + n.name;
+  }
+  throw Error("--model-config: '" + name + "' is neither a file nor a known architecture (" + known + ")");
+}
+
+ModelConfig resolve_model_config(const std::string& spec) {
+  std::error_code ec;
+  ModelConfig c = fs::is_regular_file(spec, ec) ? load_model_config(spec) : named_model_config(spec);
+  validate_model_config(c, spec);
+  return c;
+}
+
+Tokenizer tokenizer_from(const std::string& path) {
+  if (fs::is_directory(path)) return Tokenizer::from_directory(path);
+  if (path.size() > 5 && path.compare(path.size() - 5, 5, ".json") == 0)
+    return Tokenizer::from_hf(path, (fs::path(path).parent_path() / "merges.txt").string());
+  return Tokenizer::from_openai_bpe(path);
+}
+
+std::string default_vocab() {
+  if (const char* env = std::getenv("CLIP_VOCAB")) return env;
+  for (const char* candidate : {"../shared/data/clip_vocab", "../../shared/data/clip_vocab", "shared/data/clip_vocab"})
+    if (fs::exists(fs::path(candidate) / "bpe_simple_vocab_16e6.txt.gz")) return candidate;
+  return "";
+}
+
+std::pair<double, double> parse_range(const std::string& s) {
+  const auto comma = s.find(',');
+  try {
+    if (comma != std::string::npos) {
+      const double a = std::stod(s.substr(0, comma)), b = std::stod(s.substr(comma + 1));
+      if (a > 0 && a <= b && b <= 1) return {a, b};
+    }
+  } catch (const std::exception&) {
+  }
+  throw Error("--augment-scale: expected MIN,MAX with 0 < MIN <= MAX <= 1, got '" + s + "'");
+}
+
+char parse_separator(const std::string& s) {
+  if (s.empty()) return 0;
+  if (s == "\\t" || s == "\t" || s == "tab") return '\t';
+  if (s.size() == 1) return s[0];
+  throw Error("--csv-separator: expected one character, got '" + s + "'");
+}
+
+// ---- validation ----
+
+class Validation {
+ public:
+  Validation(const json& cfg, const Tokenizer& tok, const PreprocessConfig& pp, int batch)
+      : tok_(tok), pp_(pp), batch_(std::max(1, batch)) {
+    data::DatasetOptions o;
+    o.limit = cfg["val-limit"].get<int64_t>();
+    const std::string val = cfg["val-data"], zs = cfg["zeroshot-data"];
+    if (!val.empty()) {
+      val_ = data::open_dataset(val, o);
+      if (!val_->has_captions()) throw Error(val + ": --val-data needs captions for every image (retrieval)");
+      for (size_t i = 0; i < val_->samples.size(); ++i)
+        for (const auto& c : val_->samples[i].captions) {
+          val_texts_.push_back(c);
+          val_text_image_.push_back(int64_t(i));
+        }
+    }
+    if (!zs.empty()) {
+      zs_ = data::open_dataset(zs, o);
+      if (!zs_->has_labels()) throw Error(zs + ": --zeroshot-data needs a class label for every image");
+      if (zs_->classnames.empty()) throw Error(zs + ": --zeroshot-data has no class names (use class folders)");
+      for (auto name : zs_->classnames) {
+        std::replace(name.begin(), name.end(), '_', ' ');
+        classnames_.push_back(name);
+      }
+      const std::string t = cfg["zeroshot-templates"];
+      templates_ = t.empty() ? std::vector<std::string>{"a photo of a {}."}
+                             : eval::load_prompt_list(t, "templates", zs_->name);
+      for (auto& tm : templates_) (void)eval::format_template(tm, "x");
+    } else if (!std::string(cfg["zeroshot-templates"]).empty()) {
+      throw Error("--zeroshot-templates needs --zeroshot-data");
+    }
+  }
+  bool enabled() const { return val_ || zs_; }
+
+  std::vector<std::pair<std::string, double>> operator()(train::TrainableClip<float>& m) {
+    std::vector<std::pair<std::string, double>> out;
+    const int dim = m.config().embed_dim;
+    if (val_) {
+      const std::vector<float> img = image_features(m, *val_);
+      std::vector<float> txt;
+      encode_texts(m, val_texts_, txt);
+      const eval::RetrievalMetrics r = eval::retrieval_metrics(img.data(), int64_t(val_->size()), txt.data(),
+                                                               int64_t(val_texts_.size()), dim, val_text_image_, {1, 5});
+      out.emplace_back("val/i2t_r1", r.image_to_text.recall.at(1));
+      out.emplace_back("val/i2t_r5", r.image_to_text.recall.at(5));
+      out.emplace_back("val/t2i_r1", r.text_to_image.recall.at(1));
+      out.emplace_back("val/t2i_r5", r.text_to_image.recall.at(5));
+    }
+    if (zs_) {
+      const eval::ClassEmbeddings ce = eval::build_class_embeddings(
+          classnames_, templates_,
+          [this, &m](const std::vector<std::string>& texts, std::vector<float>& f) {
+            encode_texts(m, texts, f);
+            return m.config().embed_dim;
+          },
+          batch_);
+      const std::vector<float> img = image_features(m, *zs_);
+      const std::vector<float> logits = eval::zeroshot_logits(img.data(), int64_t(zs_->size()), dim, ce);
+      std::vector<int> labels;
+      for (const auto& s : zs_->samples) labels.push_back(s.label);
+      const auto cm = eval::classification_metrics(logits.data(), int64_t(zs_->size()), ce.num_classes, labels.data());
+      out.emplace_back("zeroshot/top1", cm.top1);
+    }
+    return out;
+  }
+
+ private:
+  std::vector<float> image_features(train::TrainableClip<float>& m, const data::Dataset& d) {
+    const int S = pp_.image_size, dim = m.config().embed_dim;
+    const size_t per = size_t(3) * S * S;
+    const int64_t n = int64_t(d.size());
+    std::vector<float> px(per * size_t(batch_)), out(size_t(n) * dim);
+    for (int64_t b0 = 0; b0 < n; b0 += batch_) {
+      const int nb = int(std::min<int64_t>(batch_, n - b0));
+      std::exception_ptr error;
+#pragma omp parallel for schedule(dynamic, 1)
+      for (int i = 0; i < nb; ++i) {
+        try {
+          preprocess_image(d.load_image(size_t(b0 + i)), pp_, px.data() + per * size_t(i));
+        } catch (...) {
+#pragma omp critical
+          if (!error) error = std::current_exception();
+        }
+      }
+      if (error) std::rethrow_exception(error);
+      m.forward_image(px.data(), nb, out.data() + size_t(b0) * dim);
+    }
+    return out;
+  }
+
+  void encode_texts(train::TrainableClip<float>& m, const std::vector<std::string>& texts, std::vector<float>& out) {
+    const int ctx = m.config().text.context_length, dim = m.config().embed_dim;
+    out.assign(texts.size() * size_t(dim), 0.f);
+    for (size_t i = 0; i < texts.size(); i += size_t(batch_)) {
+      const size_t nb = std::min(texts.size() - i, size_t(batch_));
+      const std::vector<std::string> chunk(texts.begin() + long(i), texts.begin() + long(i + nb));
+      const std::vector<int32_t> ids = tok_.tokenize(chunk, ctx, /*truncate=*/true);
+      m.forward_text(ids.data(), int64_t(nb), out.data() + i * size_t(dim));
+    }
+  }
+
+  const Tokenizer& tok_;
+  PreprocessConfig pp_;
+  int batch_;
+  std::optional<data::Dataset> val_, zs_;
+  std::vector<std::string> val_texts_, classnames_, templates_;
+  std::vector<int64_t> val_text_image_;
+};
+
+// ---- the loader as a batch source ----
+
+class LoaderSource : public train::BatchSource {
+ public:
+  explicit LoaderSource(data::PairLoader& loader) : loader_(loader) {}
+  data::Batch next() override { return loader_.next(); }
+  void seek(const data::LoaderPosition& p) override { loader_.seek(p); }
+
+ private:
+  data::PairLoader& loader_;
+};
+
+std::atomic<int> g_stop{0};
+
+extern "C" void on_stop_signal(int sig) { g_stop.store(sig); }
+
+void install_stop_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESETHAND;  // a second Ctrl-C kills at once (checkpoints are atomic)
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+void warn(const std::string& s) { std::fprintf(stderr, "clip train: warning: %s\n", s.c_str()); }
+
+// ---- the command ----
+
+void run_train(Cli& cli) {
+  // 1. Resolve the settings: defaults <- checkpoint <- --config file <- flags.
+  json cfg = json::object();
+  for (const auto& s : settings()) cfg[s.name] = s.def;
+  auto given = [&](const char* name) { return cli.options.count(name) && cli.options.at(name)->count() > 0; };
+  auto flag_value = [&](const Setting& s) {
+    return s.kind == Kind::Flag ? json(cli.flags.at(s.name)) : from_flag(s, cli.values.at(s.name));
+  };
+  json file_cfg = json::object();
+  if (!cli.config_file.empty()) {
+    try {
+      file_cfg = json::parse(read_text_file(cli.config_file));
+    } catch (const json::exception& e) {
+      throw Error(cli.config_file + ": invalid JSON: " + e.what());
+    }
+    if (!file_cfg.is_object()) throw Error(cli.config_file + ": expected a JSON object of flag names and values");
+    for (auto it = file_cfg.begin(); it != file_cfg.end(); ++it) {
+      std::string key = it.key();
+      if (key.rfind("--", 0) == 0) key = key.substr(2);
+      std::replace(key.begin(), key.end(), '_', '-');
+      const Setting* s = find_setting(key);
+      if (!s || key == "config") throw Error(cli.config_file + ": unknown setting '" + it.key() + "'");
+      file_cfg[it.key()] = coerce(*s, it.value(), cli.config_file);
+    }
+  }
+  auto setting_from_file = [&](const Setting& s) -> std::optional<json> {
+    for (auto it = file_cfg.begin(); it != file_cfg.end(); ++it) {
+      std::string key = it.key();
+      if (key.rfind("--", 0) == 0) key = key.substr(2);
+      std::replace(key.begin(), key.end(), '_', '-');
+      if (key == s.name) return it.value();
+    }
+    return std::nullopt;
+  };
+  // --output and --resume first: they locate the checkpoint whose settings are the base.
+  for (const char* k : {"output", "resume"}) {
+    const Setting& s = *find_setting(k);
+    if (auto v = setting_from_file(s)) cfg[k] = *v;
+    if (given(k)) cfg[k] = flag_value(s);
+  }
+  const std::string resume = cfg["resume"];
+  std::string output = cfg["output"];
+  std::string checkpoint;  // the checkpoint resumed from ("" : a new run)
+  if (!resume.empty()) {
+    if (resume == "latest") {
+      if (output.empty()) throw Error("--resume latest needs --output (the run folder)");
+      if (auto l = train::latest_checkpoint((fs::path(output) / "checkpoints").string())) checkpoint = *l;
+    } else {
+      std::error_code ec;
+      if (!fs::is_directory(resume, ec)) throw Error(resume + ": --resume: no such checkpoint or run folder");
+      if (fs::is_regular_file(fs::path(resume) / "train_state.safetensors", ec)) {
+        checkpoint = resume;
+      } else {
+        for (const fs::path& ckdir : {fs::path(resume) / "checkpoints", fs::path(resume)})
+          if (auto l = train::latest_checkpoint(ckdir.string())) {
+            checkpoint = *l;
+            break;
+          }
+        if (checkpoint.empty()) throw Error(resume + ": --resume: no checkpoint in this folder");
+      }
+      if (output.empty()) output = fs::path(checkpoint).parent_path().parent_path().string();
+    }
+  }
+  json saved = json::object();
+  if (!checkpoint.empty()) {
+    const train::TrainState st = train::read_train_state(checkpoint);
+    saved = json::parse(st.config_json);
+    for (auto it = saved.begin(); it != saved.end(); ++it) {
+      const Setting* s = find_setting(it.key());
+      if (s) cfg[it.key()] = coerce(*s, it.value(), checkpoint);
+    }
+  }
+  for (const auto& s : settings()) {
+    if (auto v = setting_from_file(s)) cfg[s.name] = *v;
+    if (given(s.name)) cfg[s.name] = flag_value(s);
+  }
+  cfg["output"] = output;
+  cfg["resume"] = resume;
+  if (output.empty()) throw Error("give --output (the run folder)");
+  if (!checkpoint.empty()) {
+    std::string diffs;
+    for (const auto& s : settings())
+      if (s.trajectory && saved.contains(s.name) && coerce(s, saved[s.name], checkpoint) != cfg[s.name])
+        diffs += std::string("\n  --") + s.name + ": " + saved[s.name].dump() + " in the checkpoint, " +
+                 cfg[s.name].dump() + " now";
+    if (!diffs.empty())
+      throw Error(checkpoint + ": these settings differ from the run being resumed (an exact resume needs the "
+                  "same ones; start a new run with --init to change them):" + diffs);
+  }
+
+  // 2. Threads.
+  const int threads = int(cfg["threads"].get<int64_t>());
+  if (threads > 0) set_num_threads(threads);
+  const int used_threads = omp_get_max_threads();
+
+  // 3. Architecture, tokenizer, preprocessing, initial weights.
+  ModelConfig mc;
+  std::optional<LoadedCheckpoint> init;
+  std::optional<Tokenizer> tok;
+  train::ModelDirectoryExtras extras;
+  std::string vocab_source;
+  if (!checkpoint.empty()) {
+    mc = load_model_config((fs::path(checkpoint) / "open_clip_config.json").string());
+    vocab_source = checkpoint;
+    extras.preprocess = load_preprocess_config(checkpoint);
+  } else {
+    const std::string init_path = cfg["init"], mcfg = cfg["model-config"];
+    if (!init_path.empty()) {
+      LoadOptions lo;
+      if (!mcfg.empty()) {
+        std::error_code ec;
+        if (!fs::is_regular_file(mcfg, ec)) throw Error("--model-config with --init must be a JSON file");
+        lo.config_path = mcfg;
+      }
+      init = load_checkpoint(init_path, lo);
+      mc = init->config;
+      extras.preprocess.image_size = mc.vision.image_size;
+      if (!init->model_dir.empty()) {
+        try {
+          extras.preprocess = load_preprocess_config(init->model_dir);
+        } catch (const Error&) {
+          // no preprocessing config in the folder: CLIP's defaults
+        }
+      }
+    } else {
+      if (mcfg.empty()) throw Error("give --model-config (a new model) or --init (fine-tuning)");
+      mc = resolve_model_config(mcfg);
+      extras.preprocess.image_size = mc.vision.image_size;
+    }
+    vocab_source = cfg["vocab"].get<std::string>();
+    if (vocab_source.empty() && init && !init->model_dir.empty()) {
+      try {
+        (void)Tokenizer::from_directory(init->model_dir);
+        vocab_source = init->model_dir;
+      } catch (const Error&) {
+      }
+    }
+    if (vocab_source.empty()) vocab_source = default_vocab();
+    if (vocab_source.empty())
+      throw Error("no vocabulary: pass --vocab (a .txt.gz, a vocab.json or a folder) or set CLIP_VOCAB");
+  }
+  if (mc.vision.is_resnet()) throw Error("training: only ViT image towers are trainable (this model has a ResNet)");
+  if (extras.preprocess.image_size != mc.vision.image_size)
+    throw Error("the preprocessing config's image size (" + std::to_string(extras.preprocess.image_size) +
+                ") differs from the model's (" + std::to_string(mc.vision.image_size) + ")");
+  tok.emplace(tokenizer_from(vocab_source));
+  extras.vocab_files = train::vocabulary_files(vocab_source);
+  if (tok->vocab_size() > mc.text.vocab_size)
+    throw Error(vocab_source + ": the tokenizer has " + std::to_string(tok->vocab_size()) +
+                " tokens but the model's token embedding has " + std::to_string(mc.text.vocab_size) + " rows");
+
+  train::TrainableClip<float> model(mc);
+  if (checkpoint.empty()) {
+    model.init_openai(uint64_t(cfg["seed"].get<int64_t>()));
+    if (init) model.load(init->tensors, /*ignore_unknown=*/true);
+  }
+  init.reset();
+  model.set_recompute(cfg["recompute"].get<bool>());
+
+  // 4. Data.
+  const std::string train_data = cfg["train-data"];
+  if (train_data.empty()) throw Error("give --train-data");
+  const int64_t batch = cfg["batch-size"].get<int64_t>();
+  if (batch < 2) throw Error("--batch-size must be at least 2 (the loss contrasts the pairs of a batch)");
+  data::PairSourceOptions so;
+  so.csv_img_key = cfg["csv-img-key"].get<std::string>();
+  so.csv_caption_key = cfg["csv-caption-key"].get<std::string>();
+  so.csv_separator = parse_separator(cfg["csv-separator"].get<std::string>());
+  const std::string templates = cfg["templates"];
+  if (!templates.empty())
+    so.templates = eval::load_prompt_list(templates, "templates", fs::path(train_data).filename().string());
+  data::LoaderOptions lo;
+  lo.preprocess = extras.preprocess;
+  lo.augment = !cfg["no-augment"].get<bool>();
+  std::tie(lo.crop_scale_min, lo.crop_scale_max) = parse_range(cfg["augment-scale"].get<std::string>());
+  lo.horizontal_flip = cfg["hflip"].get<bool>();
+  lo.batch_size = batch;
+  lo.context_length = mc.text.context_length;
+  lo.seed = uint64_t(cfg["seed"].get<int64_t>());
+  lo.workers = int(std::max<int64_t>(1, cfg["workers"].get<int64_t>()));
+  data::PairLoader loader(train_data, so, *tok, lo);
+  LoaderSource source(loader);
+
+  int64_t total = cfg["steps"].get<int64_t>();
+  const int64_t epoch_size = loader.stats().epoch_size;
+  const int64_t steps_per_epoch = loader.batches_per_epoch();
+  if (total <= 0) {
+    const int64_t epochs = cfg["epochs"].get<int64_t>();
+    if (epochs <= 0) throw Error("give --steps or --epochs");
+    if (steps_per_epoch < 0) throw Error(train_data + ": the epoch size is unknown (streamed shards): give --steps");
+    if (steps_per_epoch == 0)
+      throw Error(train_data + ": " + std::to_string(epoch_size) + " samples do not fill one batch of " +
+                  std::to_string(batch));
+    total = epochs * steps_per_epoch;
+  }
+
+  // 5. Optimiser and schedule.
+  train::TrainConfig tc;
+  tc.adamw.lr = cfg["lr"];
+  tc.adamw.weight_decay = cfg["wd"];
+  tc.adamw.beta1 = cfg["beta1"];
+  tc.adamw.beta2 = cfg["beta2"];
+  tc.adamw.eps = cfg["eps"];
+  tc.warmup_steps = cfg["warmup"];
+  tc.total_steps = total;
+  tc.max_grad_norm = cfg["grad-clip"];
+  tc.micro_batch = cfg["micro-batch"];
+  tc.freeze_image = cfg["lock-image"];
+  tc.freeze_text = cfg["lock-text"];
+  train::Trainer<float> trainer(model, tc);
+
+  // 6. Validation.
+  const int eval_batch = int(std::min<int64_t>(tc.micro_batch > 0 ? tc.micro_batch : batch, 256));
+  Validation validation(cfg, *tok, extras.preprocess, eval_batch);
+
+  // 7. Run.
+  json resolved = cfg;
+  resolved.erase("resume");
+  resolved["derived"] = {{"total_steps", total},
+                         {"steps_per_epoch", steps_per_epoch},
+                         {"epoch_size", epoch_size},
+                         {"threads_used", used_threads},
+                         {"model", describe_model_config(mc)},
+                         {"parameters", model.num_params()},
+                         {"vocabulary", vocab_source}};
+  if (!checkpoint.empty() && saved.contains("derived") && saved["derived"].contains("threads_used") &&
+      saved["derived"]["threads_used"] != used_threads)
+    warn("the run being resumed used " + saved["derived"]["threads_used"].dump() + " threads, this one " +
+         std::to_string(used_threads) + ": the result will not be bitwise equal to an uninterrupted run");
+  train::RunOptions ro;
+  ro.output = output;
+  ro.total_steps = total;
+  ro.save_every = cfg["save-every"];
+  ro.keep.keep = int(cfg["keep"].get<int64_t>());
+  ro.keep.keep_every = cfg["keep-every"];
+  ro.log_every = std::max<int64_t>(1, cfg["log-every"].get<int64_t>());
+  ro.val_every = cfg["val-every"];
+  ro.seed = uint64_t(cfg["seed"].get<int64_t>());
+  ro.config_json = resolved.dump();
+  ro.model_extras = extras;
+  train::TrainRun run(model, trainer, source, ro);
+  run.start(checkpoint);
+  if (!resume.empty() && checkpoint.empty())
+    std::fprintf(stderr, "clip train: no checkpoint in %s: starting a new run\n", output.c_str());
+  train::Validator validator;
+  if (validation.enabled()) validator = [&validation](train::TrainableClip<float>& m) { return validation(m); };
+  g_stop.store(0);
+  install_stop_handlers();
+  const train::RunResult r = run.run(&g_stop, validator);
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
+  if (!r.finished) {
+    std::printf("stopped at step %lld of %lld; checkpoint %s\n", static_cast<long long>(r.step),
+                static_cast<long long>(total), r.checkpoint.c_str());
+    std::fflush(stdout);
+    throw CLI::RuntimeError(128 + g_stop.load());
+  }
+  std::printf("trained %lld steps; model: %s\n", static_cast<long long>(r.step), r.model_dir.c_str());
+}
+
+const CommandRegistrar train_command("train", 67, [](CLI::App& root) {
+  auto cli = std::make_shared<Cli>();
+  CLI::App* cmd = root.add_subcommand(
+      "train", "Train a ViT CLIP (contrastive loss) from image-caption pairs, with exact resume (docs/training.md)");
+  cmd->add_option("--config", cli->config_file, "JSON file of settings (keys: the long flag names); flags override it")
+      ->check(CLI::ExistingFile);
+  for (const auto& s : settings()) {
+    const std::string flag = std::string("--") + s.name;
+    std::string help = s.help;
+    if (s.kind != Kind::Flag && !(s.def.is_string() && s.def.get<std::string>().empty()))
+      help += " [" + (s.def.is_string() ? s.def.get<std::string>() : s.def.dump()) + "]";
+    if (s.kind == Kind::Flag) {
+      cli->options[s.name] = cmd->add_flag(flag, cli->flags[s.name], help);
+    } else {
+      CLI::Option* o = cmd->add_option(flag, cli->values[s.name], help);
+      o->type_name(s.kind == Kind::Int ? "INT" : s.kind == Kind::Num ? "NUMBER" : "TEXT");
+      cli->options[s.name] = o;
+    }
+  }
+  cmd->callback([cli] { run_train(*cli); });
+});
+
+}  // namespace
+}  // namespace clip::app
