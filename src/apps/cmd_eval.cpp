@@ -152,9 +152,18 @@ std::vector<float> dataset_features(ModelContext& m, const Common& c, const Data
   fo.batch_size = c.batch_size;
   fo.cache_dir = c.no_cache ? "" : c.cache;
   fo.model_key = m.key;
-  return image_features(d, m.preprocess, m.dim, [&m](const float* px, int b, float* out) {
+  FeatureTiming timing;
+  fo.timing = &timing;
+  auto features = image_features(d, m.preprocess, m.dim, [&m](const float* px, int b, float* out) {
     m.model->encode_images(px, b, out);
   }, fo);
+  // Where the time went: is evaluation bound by the encoder or by the input pipeline?
+  const double total = timing.pipeline_s + timing.encoder_s;
+  if (timing.images > 0 && total > 0)
+    std::fprintf(stderr, "%s: %lld images in %.1f s (%.0f images/s): decode+preprocess %.1f s (%.0f %%), encoder %.1f s (%.0f %%)\n",
+                 d.name.c_str(), static_cast<long long>(timing.images), total, double(timing.images) / total,
+                 timing.pipeline_s, 100 * timing.pipeline_s / total, timing.encoder_s, 100 * timing.encoder_s / total);
+  return features;
 }
 
 Dataset open(const Common& c, const std::string& spec) {

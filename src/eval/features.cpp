@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <chrono>
 #include <cstdio>
 #include <exception>
 #include <filesystem>
@@ -61,6 +62,7 @@ std::vector<float> image_features(const Dataset& data, const clip::PreprocessCon
   Progress progress("encoding " + data.name, n, "images");
   for (int64_t b0 = 0; b0 < n; b0 += B) {
     const int nb = int(std::min<int64_t>(B, n - b0));
+    const auto t0 = std::chrono::steady_clock::now();
     std::exception_ptr error;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int i = 0; i < nb; ++i) {
@@ -73,7 +75,14 @@ std::vector<float> image_features(const Dataset& data, const clip::PreprocessCon
       }
     }
     if (error) std::rethrow_exception(error);
+    const auto t1 = std::chrono::steady_clock::now();
     encode(pixels.data(), nb, out.data() + size_t(b0) * dim);
+    if (options.timing) {
+      const auto t2 = std::chrono::steady_clock::now();
+      options.timing->images += nb;
+      options.timing->pipeline_s += std::chrono::duration<double>(t1 - t0).count();
+      options.timing->encoder_s += std::chrono::duration<double>(t2 - t1).count();
+    }
     if (options.progress) progress.add(nb);
   }
   progress.finish();

@@ -25,11 +25,20 @@ namespace clip::eval {
 // pixels: [batch, 3, S, S] normalised; out: [batch, dim] (any scale).
 using ImageEncoder = std::function<void(const float* pixels_nchw, int batch, float* out)>;
 
+// Where the time of a feature pass went (wall seconds): reading, decoding and preprocessing
+// the images (all threads) versus the image encoder (all threads). The two alternate per batch.
+struct FeatureTiming {
+  int64_t images = 0;
+  double pipeline_s = 0;
+  double encoder_s = 0;
+};
+
 struct FeatureOptions {
   int batch_size = 64;
   std::string cache_dir;   // "" = no cache
   std::string model_key;   // identifies the model (e.g. weights path + size + mtime)
   bool progress = true;    // progress line on a terminal
+  FeatureTiming* timing = nullptr;  // filled when given (not for cached features)
 };
 
 // Hex key of the cache file for (model_key, dataset, preprocessing, dim).
