@@ -1,11 +1,20 @@
 // One CLIP training step (forward + contrastive loss + backward + clipping + AdamW) on the
-// CPU: the tiny configuration of the reference test, and a ViT-B/32-sized model at batch 32
-// (randomly initialised; ~4.5 GB for parameters, gradients, Adam moments and activations).
-// Reports samples/s. Run on a quiet machine:
+// CPU: the tiny configuration of the reference test (batch 6 and 64), the CIFAR-10 recipe's
+// model sizes, and a ViT-B/32-sized model at batch 32 (randomly initialised; ~4.5 GB for
+// parameters, gradients, Adam moments and activations).
+// One untimed warm-up step plans the activation arenas (their first touch is page faults);
+// then every step is timed. Counters: samples/s (mean over the timed steps), median_ms and
+// best_ms per step, cpu_ms (CPU time of all threads per step), activation_MB, and peak_RSS_MB (getrusage: the process's peak so far, so
+// run one benchmark per process to read it for that configuration, as
+// tools/bench_torch_train.py does). Run on a quiet machine with OMP_WAIT_POLICY=PASSIVE:
 //   ninja -C build bench_train_step && ./build/bench/bench_train_step
 //   ./build/bench/bench_train_step --benchmark_filter=Tiny      (seconds)
 #include <benchmark/benchmark.h>
+#include <sys/resource.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
 #include <random>
 #include <vector>
 
@@ -88,16 +97,37 @@ void run(benchmark::State& state, const ModelConfig& c, int64_t N, int64_t micro
     for (int l = 1; l < len - 1; ++l) ids[b * L + l] = 1 + int(gen() % uint32_t(c.text.vocab_size - 3));
     ids[b * L + len - 1] = c.text.vocab_size - 1;
   }
+  benchmark::DoNotOptimize(trainer.step(pixels.data(), ids.data(), N).loss);  // warm-up
+  auto process_cpu_ms = [] {
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    return 1e3 * double(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           1e-3 * double(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+  };
+  const double cpu0 = process_cpu_ms();
+  std::vector<double> ms;
   for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
     const StepStats s = trainer.step(pixels.data(), ids.data(), N);
     benchmark::DoNotOptimize(s.loss);
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   }
+  // CPU time of all threads per step: a load-independent measure of the work on a shared
+  // machine (wall time there mostly measures the other jobs).
+  state.counters["cpu_ms"] = (process_cpu_ms() - cpu0) / double(ms.size());
+  std::sort(ms.begin(), ms.end());
   state.counters["samples/s"] =
       benchmark::Counter(double(N) * double(state.iterations()), benchmark::Counter::kIsRate);
+  state.counters["median_ms"] = ms[ms.size() / 2];
+  state.counters["best_ms"] = ms.front();
   state.counters["activation_MB"] = double(model.activation_bytes()) / 1e6;
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  state.counters["peak_RSS_MB"] = double(ru.ru_maxrss) / 1024.0;  // KiB on Linux
 }
 
 void BM_TrainStepTiny(benchmark::State& s) { run(s, tiny(), 6, 0, false); }
+void BM_TrainStepTinyBatch64(benchmark::State& s) { run(s, tiny(), 64, 0, false); }
 void BM_TrainStepTinyMicro2Recompute(benchmark::State& s) { run(s, tiny(), 6, 2, true); }
 void BM_TrainStepCifarW256L6Batch256(benchmark::State& s) { run(s, cifar(256, 6), 256, 0, false); }
 void BM_TrainStepCifarW192L6Batch256(benchmark::State& s) { run(s, cifar(192, 6), 256, 0, false); }
@@ -107,11 +137,35 @@ void BM_TrainStepViTB32Batch32Micro8Recompute(benchmark::State& s) { run(s, vit_
 
 }  // namespace
 
-BENCHMARK(BM_TrainStepTiny)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_TrainStepTinyMicro2Recompute)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_TrainStepCifarW256L6Batch256)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_TrainStepCifarW192L6Batch256)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_TrainStepCifarW128L4Batch128)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_TrainStepViTB32Batch32)->Unit(benchmark::kSecond)->UseRealTime()->Iterations(2);
-BENCHMARK(BM_TrainStepViTB32Batch32Micro8Recompute)->Unit(benchmark::kSecond)->UseRealTime()->Iterations(2);
-BENCHMARK_MAIN();
+// CLIP_TRAIN_STEPS=n fixes the number of timed steps of every benchmark (one run, no
+// iteration-count search; tools/bench_torch_train.py uses it).
+int main(int argc, char** argv) {
+  const char* env = std::getenv("CLIP_TRAIN_STEPS");
+  const int steps = env ? std::atoi(env) : 0;
+  struct Case {
+    const char* name;
+    void (*fn)(benchmark::State&);
+    benchmark::TimeUnit unit;
+    int default_iterations;  // 0: google benchmark's search
+  };
+  const Case cases[] = {
+      {"BM_TrainStepTiny", BM_TrainStepTiny, benchmark::kMillisecond, 0},
+      {"BM_TrainStepTinyBatch64", BM_TrainStepTinyBatch64, benchmark::kMillisecond, 0},
+      {"BM_TrainStepTinyMicro2Recompute", BM_TrainStepTinyMicro2Recompute, benchmark::kMillisecond, 0},
+      {"BM_TrainStepCifarW256L6Batch256", BM_TrainStepCifarW256L6Batch256, benchmark::kMillisecond, 0},
+      {"BM_TrainStepCifarW192L6Batch256", BM_TrainStepCifarW192L6Batch256, benchmark::kMillisecond, 0},
+      {"BM_TrainStepCifarW128L4Batch128", BM_TrainStepCifarW128L4Batch128, benchmark::kMillisecond, 0},
+      {"BM_TrainStepViTB32Batch32", BM_TrainStepViTB32Batch32, benchmark::kSecond, 3},
+      {"BM_TrainStepViTB32Batch32Micro8Recompute", BM_TrainStepViTB32Batch32Micro8Recompute, benchmark::kSecond, 2},
+  };
+  for (const Case& c : cases) {
+    auto* b = benchmark::RegisterBenchmark(c.name, c.fn)->Unit(c.unit)->UseRealTime();
+    if (steps > 0) b->Iterations(steps);
+    else if (c.default_iterations > 0) b->Iterations(c.default_iterations);
+  }
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

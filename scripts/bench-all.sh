@@ -2,7 +2,7 @@
 # Runs every benchmark of docs/BENCHMARKS.md in one go, each beside its reference (PyTorch,
 # Pillow, the Python tokenizer, scikit-learn), and leaves the outputs in build/bench-results/.
 # Run it on a quiet machine: every figure is a ratio measured within the same run.
-#   scripts/bench-all.sh [tokenizer|images|vit|resnet|probe ...]   (default: all)
+#   scripts/bench-all.sh [tokenizer|images|vit|resnet|probe|train ...]   (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=/usr/bin/python3
@@ -10,9 +10,9 @@ out=build/bench-results
 mkdir -p "$out"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build --target clip bench_text_tokenizer bench_vision_preprocess bench_model_encoders \
-  bench_model_matmul bench_model_resnet
+  bench_model_matmul bench_model_resnet bench_train_step
 what=("$@")
-[ ${#what[@]} -gt 0 ] || what=(tokenizer images vit resnet probe)
+[ ${#what[@]} -gt 0 ] || what=(tokenizer images vit resnet probe train)
 for w in "${what[@]}"; do
   echo "===== $w ($(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg))" | tee "$out/$w.txt"
   case "$w" in
@@ -33,6 +33,12 @@ for w in "${what[@]}"; do
         --cpp-bench build/bench/bench_model_resnet --threads 2 --batches 1,32 --min-time 3 2>&1 | tee -a "$out/$w.txt" ;;
     probe)
       tools/bench_linear_probe.sh build 0.316 3 2>&1 | tee -a "$out/$w.txt" ;;
+    train)
+      # One training step (forward, loss, backward, clipping, AdamW), PyTorch and ours, one
+      # process per configuration (peak RSS); prints the table of docs/BENCHMARKS.md.
+      # TRAIN_CONFIGS=tiny6,tiny64,cifar128 skips ViT-B/32 (~4.5 GB, minutes).
+      OMP_WAIT_POLICY=PASSIVE "$py" tools/bench_torch_train.py --configs "${TRAIN_CONFIGS:-tiny6,tiny64,cifar128,vitb32}" \
+        --cpp-bench build/bench/bench_train_step --threads 2 2>&1 | tee -a "$out/$w.txt" ;;
     *) echo "unknown benchmark $w" >&2; exit 2 ;;
   esac
 done

@@ -1,5 +1,7 @@
 #include "train/clip_trainable.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -224,7 +226,14 @@ void TrainableClip<T>::save_model_directory(const std::string& dir) const {
 
 template <typename T>
 void TrainableClip<T>::zero_grad() {
-  std::fill(grads_.begin(), grads_.end(), T(0));
+  // 600 MB for ViT-B/32: split over the threads (one memset is bandwidth-bound on one core).
+  const int64_t n = int64_t(grads_.size());
+  T* g = grads_.data();
+#pragma omp parallel if (n >= (int64_t(1) << 20))
+  {
+    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+    std::fill(g + n * t / nt, g + n * (t + 1) / nt, T(0));
+  }
 }
 
 template <typename T>
@@ -259,14 +268,15 @@ void TrainableClip<T>::plan(TowerActs& a, const TowerShape& s, int64_t B, bool v
                              {&a.lnpre, BL * D}, {&a.lnpre_mean, BL}, {&a.lnpre_rstd, BL},
                              {&a.dptok, B * grid2_ * D}});
   }
+  bufs.insert(bufs.end(), {{&a.pool_ln1, B * D}, {&a.pool_q, B * D}, {&a.pool_dq, B * D}});
   bufs.insert(bufs.end(), {{&a.x0, BL * D}, {&a.pooled, B * D}, {&a.lnfin, B * D},
                            {&a.lnfin_mean, B}, {&a.lnfin_rstd, B}, {&a.g1, BL * D},
-                           {&a.g2, BL * D}, {&a.dln, BL * D}, {&a.dqkv, BL * 3 * D},
-                           {&a.dattn, BL * D}, {&a.dh, BL * F}, {&a.da, BL * F},
-                           {&a.dpooled, B * D}, {&a.dlnfin, B * D}});
+                           {&a.dln, BL * D}, {&a.dqkv, BL * 3 * D}, {&a.dattn, BL * D},
+                           {&a.da, BL * F}, {&a.dpooled, B * D}, {&a.dlnfin, B * D}});
   int64_t total = 0;
   for (auto& [p, n] : bufs) total += n;
-  a.arena.assign(size_t(total), T(0));
+  decltype(a.arena)().swap(a.arena);  // release first: no copy of the old contents
+  a.arena.resize(size_t(total));      // uninitialised (see TowerActs::arena)
   T* cur = a.arena.data();
   for (auto& [p, n] : bufs) {
     *p = cur;
@@ -289,32 +299,136 @@ void TrainableClip<T>::set_recompute(bool on) {
 
 // ------------------------------------------------------------------ transformer
 
+namespace {
+// Pooled rows: y[b] = x[row[b]] and dx[row[b]] += dy[b] (row: absolute row indices).
+template <typename T>
+void gather_pooled(T* y, const T* x, const std::vector<int64_t>& row, int64_t D) {
+  for (size_t b = 0; b < row.size(); ++b) std::copy_n(x + row[b] * D, D, y + int64_t(b) * D);
+}
+template <typename T>
+void scatter_add_pooled(T* dx, const T* dy, const std::vector<int64_t>& row, int64_t D) {
+  for (size_t b = 0; b < row.size(); ++b) {
+    T* r = dx + row[b] * D;
+    const T* g = dy + int64_t(b) * D;
+    for (int64_t d = 0; d < D; ++d) r[d] += g[d];
+  }
+}
+}  // namespace
+
+template <typename T>
+void TrainableClip<T>::attention_fwd(TowerActs& a, const TowerShape& s, LayerActs& A, int64_t B) {
+  if (a.seq_off.empty())
+    attention_forward(A.attn, A.probs, A.qkv, B, s.L, s.D, s.H, s.causal);
+  else
+    attention_forward_packed(A.attn, A.probs, A.qkv, a.seq_off.data(), B, s.D, s.H, s.causal);
+}
+
 template <typename T>
 void TrainableClip<T>::transformer_forward(TowerActs& a, const TowerShape& s,
                                            const std::vector<BlockParams>& blocks, const T* x,
                                            int64_t B) {
-  for (size_t l = 0; l < blocks.size(); ++l)
+  const size_t n = blocks.size();
+  if (n == 0) {
+    gather_pooled(a.pooled, x, a.pool_row, s.D);
+    return;
+  }
+  for (size_t l = 0; l + 1 < n; ++l)
     block_forward(a, s, blocks[l], l, l == 0 ? x : a.layers[l - 1].res2, B);
+  last_block_forward(a, s, blocks[n - 1], n == 1 ? x : a.layers[n - 2].res2, B);
+}
+
+// Only the pooled row of each batch element leaves the last block, and a block mixes rows only
+// through attention's keys and values. So the last block computes ln_1 and k, v for all rows,
+// and q, attention, out_proj, ln_2 and the MLP for the pooled rows only (B instead of B*L rows:
+// for a 4-layer tower a fifth of the work). Its activations use the first B rows of the
+// layer's buffers (ln_1 and qkv: all rows); q, ln_1 and the residual input of the pooled rows
+// go to pool_q / pool_ln1 / res1.
+template <typename T>
+void TrainableClip<T>::last_block_forward(TowerActs& a, const TowerShape& s, const BlockParams& p,
+                                          const T* in, int64_t B) {
+  const int64_t BL = a.rows, D = s.D, F = s.F;
+  const double eps = config_.layer_norm_eps;
+  const T* P = params_.data();
+  LayerActs& A = a.layers.back();
+  const int32_t* idx = a.pool_index.data();
+  const int64_t* off = a.seq_off.empty() ? nullptr : a.seq_off.data();
+  layernorm_forward(A.ln1, A.ln1_mean, A.ln1_rstd, in, P + p.ln1_w, P + p.ln1_b, BL, D, eps);
+  // k | v columns of qkv for every row: qkv[:, D:3D] = ln1 @ in_w[D:3D]^T + in_b[D:3D]
+  {
+    const T* b = P + p.in_b + D;
+    T* y = A.qkv;
+#pragma omp parallel for if (BL * 2 * D >= (int64_t(1) << 17))
+    for (int64_t r = 0; r < BL; ++r) std::copy_n(b, 2 * D, y + r * 3 * D + D);
+    gemm<T>(false, true, BL, 2 * D, D, T(1), A.ln1, D, P + p.in_w + D * D, D, T(1), A.qkv + D,
+            3 * D);
+  }
+  // q for the pooled rows
+  gather_pooled(a.pool_ln1, A.ln1, a.pool_row, D);
+  linear_forward(a.pool_q, a.pool_ln1, P + p.in_w, P + p.in_b, B, D, D);
+  attention_pooled_forward(A.attn, A.probs, a.pool_q, A.qkv, idx, off, B, s.L, D, s.H, s.causal);
+  gather_pooled(A.res1, in, a.pool_row, D);
+  linear_forward_residual(A.res1, A.res1, A.attn, P + p.out_w, P + p.out_b, B, D, D);
+  layernorm_forward(A.ln2, A.ln2_mean, A.ln2_rstd, A.res1, P + p.ln2_w, P + p.ln2_b, B, D, eps);
+  linear_forward(A.h, A.ln2, P + p.fc_w, P + p.fc_b, B, F, D);
+  activation_forward(act_, A.a, A.h, B * F);
+  linear_forward_residual(a.pooled, A.res1, A.a, P + p.proj_w, P + p.proj_b, B, D, F);
+}
+
+// a.dpooled holds d(pooled rows) on entry (it is used as scratch); a.g1 = d(block input), all
+// rows, on exit.
+template <typename T>
+void TrainableClip<T>::last_block_backward(TowerActs& a, const TowerShape& s,
+                                           const BlockParams& p, const T* in, int64_t B) {
+  const int64_t BL = a.rows, D = s.D, F = s.F;
+  const T* P = params_.data();
+  T* G = grads_.data();
+  LayerActs& A = a.layers.back();
+  const int32_t* idx = a.pool_index.data();
+  const int64_t* off = a.seq_off.empty() ? nullptr : a.seq_off.data();
+  constexpr bool overwrite = false;
+  T* g = a.dpooled;  // d res2, then d res1 (pooled rows)
+  linear_backward(a.da, G + p.proj_w, G + p.proj_b, g, A.a, P + p.proj_w, B, D, F, overwrite);
+  activation_backward(act_, a.da, a.da, A.h, B * F, overwrite);
+  linear_backward(a.dln, G + p.fc_w, G + p.fc_b, a.da, A.ln2, P + p.fc_w, B, F, D, overwrite);
+  layernorm_backward(g, G + p.ln2_w, G + p.ln2_b, a.dln, A.res1, P + p.ln2_w, A.ln2_mean,
+                     A.ln2_rstd, B, D);
+  linear_backward(a.dattn, G + p.out_w, G + p.out_b, g, A.attn, P + p.out_w, B, D, D, overwrite);
+  T* dq = a.pool_dq;
+  attention_pooled_backward(dq, a.dqkv, a.dattn, a.pool_q, A.qkv, A.probs, idx, off, B, s.L, D,
+                            s.H, s.causal, overwrite);
+  // in_proj, k | v part (all rows): dW[D:3D] += dkv^T ln1; db[D:3D] += sums; dln1 = dkv W[D:3D]
+  gemm<T>(true, false, 2 * D, D, BL, T(1), a.dqkv + D, 3 * D, A.ln1, D, T(1),
+          G + p.in_w + D * D, D);
+  bias_backward(G + p.in_b + D, a.dqkv + D, BL, 2 * D, 3 * D);
+  gemm<T>(false, false, BL, D, 2 * D, T(1), a.dqkv + D, 3 * D, P + p.in_w + D * D, D, T(0),
+          a.dln, D);
+  // q part (pooled rows): dW[0:D] += dq^T ln1_pooled; dln1[pooled] += dq W[0:D]
+  T* dlnq = a.dattn;  // d attn is consumed
+  linear_backward(dlnq, G + p.in_w, G + p.in_b, dq, a.pool_ln1, P + p.in_w, B, D, D, overwrite);
+  scatter_add_pooled(a.dln, dlnq, a.pool_row, D);
+  // d in = residual (pooled rows) + ln_1 backward (all rows)
+  std::fill_n(a.g1, BL * D, T(0));
+  scatter_add_pooled(a.g1, g, a.pool_row, D);
+  layernorm_backward(a.g1, G + p.ln1_w, G + p.ln1_b, a.dln, in, P + p.ln1_w, A.ln1_mean,
+                     A.ln1_rstd, BL, D);
 }
 
 template <typename T>
 void TrainableClip<T>::block_forward(TowerActs& a, const TowerShape& s, const BlockParams& p,
                                      size_t l, const T* in, int64_t B) {
-  const int64_t BL = B * s.L, D = s.D, F = s.F;
+  const int64_t BL = a.rows, D = s.D, F = s.F;
   const double eps = config_.layer_norm_eps;
   const T* P = params_.data();
   LayerActs& A = a.layers[l];
   {
     layernorm_forward(A.ln1, A.ln1_mean, A.ln1_rstd, in, P + p.ln1_w, P + p.ln1_b, BL, D, eps);
     linear_forward(A.qkv, A.ln1, P + p.in_w, P + p.in_b, BL, 3 * D, D);
-    attention_forward(A.attn, A.probs, A.qkv, B, s.L, D, s.H, s.causal);
-    std::copy_n(in, BL * D, A.res1);
-    linear_forward(A.res1, A.attn, P + p.out_w, P + p.out_b, BL, D, D, /*accumulate=*/true);
+    attention_fwd(a, s, A, B);
+    linear_forward_residual(A.res1, in, A.attn, P + p.out_w, P + p.out_b, BL, D, D);
     layernorm_forward(A.ln2, A.ln2_mean, A.ln2_rstd, A.res1, P + p.ln2_w, P + p.ln2_b, BL, D, eps);
     linear_forward(A.h, A.ln2, P + p.fc_w, P + p.fc_b, BL, F, D);
     activation_forward(act_, A.a, A.h, BL * F);
-    std::copy_n(A.res1, BL * D, A.res2);
-    linear_forward(A.res2, A.a, P + p.proj_w, P + p.proj_b, BL, D, F, /*accumulate=*/true);
+    linear_forward_residual(A.res2, A.res1, A.a, P + p.proj_w, P + p.proj_b, BL, D, F);
   }
 }
 
@@ -322,37 +436,44 @@ template <typename T>
 void TrainableClip<T>::transformer_backward(TowerActs& a, const TowerShape& s,
                                             const std::vector<BlockParams>& blocks, const T* x,
                                             int64_t B) {
-  const int64_t BL = B * s.L, D = s.D, F = s.F;
+  const int64_t BL = a.rows, D = s.D, F = s.F;
   const T* P = params_.data();
   T* G = grads_.data();
-  auto zero = [](T* p, int64_t n) { std::fill_n(p, n, T(0)); };
-  for (size_t li = blocks.size(); li-- > 0;) {
+  // a.g1 is the running gradient of the residual stream: d(block output) on entry to a block,
+  // d(block input) on exit. Every residual branch's backward ADDS its input gradient to it
+  // (layernorm_backward accumulates), so the residual path needs no copy; the scratch
+  // buffers are overwritten (accumulate = false), so they need no zeroing.
+  constexpr bool overwrite = false;
+  const size_t n = blocks.size();
+  if (n == 0) {
+    std::fill_n(a.g1, BL * D, T(0));
+    scatter_add_pooled(a.g1, a.dpooled, a.pool_row, D);
+    return;
+  }
+  last_block_backward(a, s, blocks[n - 1], n == 1 ? x : a.layers[n - 2].res2, B);
+  for (size_t li = n - 1; li-- > 0;) {
     const BlockParams& p = blocks[li];
     LayerActs& A = a.layers[li];
     const T* in = li == 0 ? x : a.layers[li - 1].res2;
-    // With recomputation the shared internals hold the last block's values: recompute this
+    // With recomputation the shared internals hold a later block's values: recompute this
     // block's from its input (its res2 is rewritten with identical values).
-    if (a.recompute && li + 1 != blocks.size()) block_forward(a, s, p, li, in, B);
+    if (a.recompute) block_forward(a, s, p, li, in, B);
     // res2 = res1 + c_proj(act(c_fc(ln_2(res1))))
-    std::copy_n(a.g1, BL * D, a.g2);  // d res1 via the residual path
-    zero(a.da, BL * F);
-    linear_backward(a.da, G + p.proj_w, G + p.proj_b, a.g1, A.a, P + p.proj_w, BL, D, F);
-    zero(a.dh, BL * F);
-    activation_backward(act_, a.dh, a.da, A.h, BL * F);
-    zero(a.dln, BL * D);
-    linear_backward(a.dln, G + p.fc_w, G + p.fc_b, a.dh, A.ln2, P + p.fc_w, BL, F, D);
-    layernorm_backward(a.g2, G + p.ln2_w, G + p.ln2_b, a.dln, A.res1, P + p.ln2_w, A.ln2_mean,
-                       A.ln2_rstd, BL, D);
+    linear_backward(a.da, G + p.proj_w, G + p.proj_b, a.g1, A.a, P + p.proj_w, BL, D, F, overwrite);
+    activation_backward(act_, a.da, a.da, A.h, BL * F, overwrite);  // in place: d(c_fc output)
+    linear_backward(a.dln, G + p.fc_w, G + p.fc_b, a.da, A.ln2, P + p.fc_w, BL, F, D, overwrite);
+    layernorm_backward(a.g1, G + p.ln2_w, G + p.ln2_b, a.dln, A.res1, P + p.ln2_w, A.ln2_mean,
+                       A.ln2_rstd, BL, D);  // g1 = d res1
     // res1 = in + out_proj(attention(in_proj(ln_1(in))))
-    std::copy_n(a.g2, BL * D, a.g1);  // d in via the residual path
-    zero(a.dattn, BL * D);
-    linear_backward(a.dattn, G + p.out_w, G + p.out_b, a.g2, A.attn, P + p.out_w, BL, D, D);
-    zero(a.dqkv, BL * 3 * D);
-    attention_backward(a.dqkv, a.dattn, A.qkv, A.probs, B, s.L, D, s.H, s.causal);
-    zero(a.dln, BL * D);
-    linear_backward(a.dln, G + p.in_w, G + p.in_b, a.dqkv, A.ln1, P + p.in_w, BL, 3 * D, D);
+    linear_backward(a.dattn, G + p.out_w, G + p.out_b, a.g1, A.attn, P + p.out_w, BL, D, D, overwrite);
+    if (a.seq_off.empty())
+      attention_backward(a.dqkv, a.dattn, A.qkv, A.probs, B, s.L, D, s.H, s.causal, overwrite);
+    else
+      attention_backward_packed(a.dqkv, a.dattn, A.qkv, A.probs, a.seq_off.data(), B, D, s.H,
+                                s.causal, overwrite);
+    linear_backward(a.dln, G + p.in_w, G + p.in_b, a.dqkv, A.ln1, P + p.in_w, BL, 3 * D, D, overwrite);
     layernorm_backward(a.g1, G + p.ln1_w, G + p.ln1_b, a.dln, in, P + p.ln1_w, A.ln1_mean,
-                       A.ln1_rstd, BL, D);
+                       A.ln1_rstd, BL, D);  // g1 = d in
   }
 }
 
@@ -372,10 +493,12 @@ void TrainableClip<T>::forward_image(const float* pixels, int64_t B, T* features
   vit_embed_forward(a.x0, a.ptok, P + v_cls_, P + v_pos_, B, grid2_, W);
   layernorm_forward(a.lnpre, a.lnpre_mean, a.lnpre_rstd, a.x0, P + v_lnpre_w_, P + v_lnpre_b_,
                     B * s.L, W, double(config_.layer_norm_eps));
-  transformer_forward(a, s, vblocks_, a.lnpre, B);
-  const T* out = s.layers > 0 ? a.layers.back().res2 : a.lnpre;
+  a.rows = B * s.L;
+  a.seq_off.clear();  // uniform sequences of L rows
   a.pool_index.assign(size_t(B), 0);  // the class token
-  gather_rows_forward(a.pooled, out, a.pool_index.data(), B, s.L, W);
+  a.pool_row.resize(size_t(B));
+  for (int64_t b = 0; b < B; ++b) a.pool_row[size_t(b)] = b * s.L;
+  transformer_forward(a, s, vblocks_, a.lnpre, B);  // -> a.pooled
   layernorm_forward(a.lnfin, a.lnfin_mean, a.lnfin_rstd, a.pooled, P + v_lnpost_w_,
                     P + v_lnpost_b_, B, W, double(config_.layer_norm_eps));
   project_forward(features, a.lnfin, P + v_proj_, B, E, W);
@@ -395,14 +518,12 @@ void TrainableClip<T>::backward_image(const T* d_features) {
   std::fill_n(a.dpooled, B * W, T(0));
   layernorm_backward(a.dpooled, G + v_lnpost_w_, G + v_lnpost_b_, a.dlnfin, a.pooled,
                      P + v_lnpost_w_, a.lnfin_mean, a.lnfin_rstd, B, W);
-  std::fill_n(a.g1, BL * W, T(0));
-  gather_rows_backward(a.g1, a.dpooled, a.pool_index.data(), B, s.L, W);
-  transformer_backward(a, s, vblocks_, a.lnpre, B);
-  std::fill_n(a.g2, BL * W, T(0));
-  layernorm_backward(a.g2, G + v_lnpre_w_, G + v_lnpre_b_, a.g1, a.x0, P + v_lnpre_w_,
+  transformer_backward(a, s, vblocks_, a.lnpre, B);  // a.dpooled -> a.g1
+  std::fill_n(a.dln, BL * W, T(0));
+  layernorm_backward(a.dln, G + v_lnpre_w_, G + v_lnpre_b_, a.g1, a.x0, P + v_lnpre_w_,
                      a.lnpre_mean, a.lnpre_rstd, BL, W);
   std::fill_n(a.dptok, B * grid2_ * W, T(0));
-  vit_embed_backward(a.dptok, G + v_cls_, G + v_pos_, a.g2, B, grid2_, W);
+  vit_embed_backward(a.dptok, G + v_cls_, G + v_pos_, a.dln, B, grid2_, W);
   linear_backward<T>(nullptr, G + v_conv_, nullptr, a.dptok, a.patches, P + v_conv_,
                      B * grid2_, W, cols);
 }
@@ -413,26 +534,41 @@ void TrainableClip<T>::forward_text(const int32_t* ids, int64_t B, T* features) 
   plan(tacts_, tshape_, B, false);
   TowerActs& a = tacts_;
   a.B_used = B;
-  const TowerShape& s = tshape_;
-  const int64_t D = s.D, E = config_.embed_dim, L = s.L;
+  const int64_t D = tshape_.D, E = config_.embed_dim, ctx = tshape_.L;
   const T* P = params_.data();
-  a.ids.assign(ids, ids + B * L);
   a.pool_index.assign(size_t(B), 0);
+  int64_t L = 1;
   for (int64_t b = 0; b < B; ++b) {
     int32_t best = 0;
-    for (int64_t l = 0; l < L; ++l) {
-      const int32_t id = ids[b * L + l];
+    for (int64_t l = 0; l < ctx; ++l) {
+      const int32_t id = ids[b * ctx + l];
       if (id < 0 || id >= config_.text.vocab_size)
         throw Error("training: token id " + std::to_string(id) + " at row " + std::to_string(b) +
                     " is outside the vocabulary of " + std::to_string(config_.text.vocab_size));
-      if (id > ids[b * L + best]) best = int32_t(l);  // first maximum, as torch.argmax
+      if (id > ids[b * ctx + best]) best = int32_t(l);  // first maximum, as torch.argmax
     }
     a.pool_index[size_t(b)] = best;
+    L = std::max(L, int64_t(best) + 1);
   }
-  token_embed_forward(a.x0, a.ids.data(), P + t_tok_, P + t_pos_, B, L, D);
-  transformer_forward(a, s, tblocks_, a.x0, B);
-  const T* out = s.layers > 0 ? a.layers.back().res2 : a.x0;
-  gather_rows_forward(a.pooled, out, a.pool_index.data(), B, L, D);
+  // Causal mask + pooling at argmax: nothing after a text's pooled token reaches its
+  // features, so each text is computed only up to it, the texts packed back to back
+  // (sequence b: rows seq_off[b] .. seq_off[b+1]-1, pooled at the last of them).
+  TowerShape s = tshape_;
+  s.L = L;  // the longest
+  a.L_used = L;
+  a.seq_off.assign(size_t(B + 1), 0);
+  for (int64_t b = 0; b < B; ++b)
+    a.seq_off[size_t(b + 1)] = a.seq_off[size_t(b)] + a.pool_index[size_t(b)] + 1;
+  a.rows = a.seq_off[size_t(B)];
+  a.ids.resize(size_t(a.rows));
+  a.pool_row.resize(size_t(B));
+  for (int64_t b = 0; b < B; ++b) {
+    std::copy_n(ids + b * ctx, a.seq_off[size_t(b + 1)] - a.seq_off[size_t(b)],
+                a.ids.begin() + a.seq_off[size_t(b)]);
+    a.pool_row[size_t(b)] = a.seq_off[size_t(b + 1)] - 1;
+  }
+  token_embed_forward_packed(a.x0, a.ids.data(), P + t_tok_, P + t_pos_, a.seq_off.data(), B, D);
+  transformer_forward(a, s, tblocks_, a.x0, B);  // -> a.pooled
   // ln_final is row-wise, so applying it to the pooled rows only equals model.py's order.
   layernorm_forward(a.lnfin, a.lnfin_mean, a.lnfin_rstd, a.pooled, P + t_lnfin_w_,
                     P + t_lnfin_b_, B, D, double(config_.layer_norm_eps));
@@ -444,8 +580,9 @@ void TrainableClip<T>::backward_text(const T* d_features) {
   TowerActs& a = tacts_;
   const int64_t B = a.B_used;
   if (B == 0) throw Error("training: backward_text before forward_text");
-  const TowerShape& s = tshape_;
-  const int64_t D = s.D, E = config_.embed_dim, L = s.L;
+  TowerShape s = tshape_;
+  s.L = a.L_used;
+  const int64_t D = s.D, E = config_.embed_dim;
   const T* P = params_.data();
   T* G = grads_.data();
   std::fill_n(a.dlnfin, B * D, T(0));
@@ -453,10 +590,8 @@ void TrainableClip<T>::backward_text(const T* d_features) {
   std::fill_n(a.dpooled, B * D, T(0));
   layernorm_backward(a.dpooled, G + t_lnfin_w_, G + t_lnfin_b_, a.dlnfin, a.pooled,
                      P + t_lnfin_w_, a.lnfin_mean, a.lnfin_rstd, B, D);
-  std::fill_n(a.g1, B * L * D, T(0));
-  gather_rows_backward(a.g1, a.dpooled, a.pool_index.data(), B, L, D);
-  transformer_backward(a, s, tblocks_, a.x0, B);
-  token_embed_backward(G + t_tok_, G + t_pos_, a.g1, a.ids.data(), B, L, D);
+  transformer_backward(a, s, tblocks_, a.x0, B);  // a.dpooled -> a.g1
+  token_embed_backward_packed(G + t_tok_, G + t_pos_, a.g1, a.ids.data(), a.seq_off.data(), B, D);
 }
 
 template class TrainableClip<float>;

@@ -13,7 +13,11 @@
 // T is float for training; double is instantiated for float64 reference comparisons.
 #include <cstdint>
 #include <map>
+#include <memory>
+#include <new>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "core/tensor.h"
@@ -39,6 +43,25 @@ struct ParamEntry {
 // positional_embedding, visual.class_embedding, visual.positional_embedding). tools/
 // train_reference.py applies the same predicate.
 bool excluded_from_weight_decay(const std::string& name, size_t ndim);
+
+// std::allocator that default-initialises (leaves trivially constructible values
+// uninitialised) on resize, for activation arenas.
+template <typename T>
+struct DefaultInitAllocator : std::allocator<T> {
+  template <typename U>
+  struct rebind {
+    using other = DefaultInitAllocator<U>;
+  };
+  using std::allocator<T>::allocator;
+  template <typename U>
+  void construct(U* p) noexcept(std::is_nothrow_default_constructible_v<U>) {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
 
 template <typename T>
 class TrainableClip {
@@ -88,7 +111,10 @@ class TrainableClip {
   // Accumulates the parameter gradients of the image tower for d(loss)/d(features).
   void backward_image(const T* d_features);
   // Text tower: ids [B, context_length] (pooled at the first occurrence of the largest id,
-  // as argmax) -> features [B, embed_dim].
+  // as argmax) -> features [B, embed_dim]. Only positions 0 .. max over the batch of the
+  // pooled position are computed: under the causal mask nothing after a row's pooled token
+  // reaches its features, so the others get no gradient either (the inference encoder does
+  // the same).
   void forward_text(const int32_t* ids, int64_t B, T* features);
   void backward_text(const T* d_features);
 
@@ -115,14 +141,23 @@ class TrainableClip {
     int64_t B = 0;  // planned batch size (0: nothing planned)
     bool recompute = false;  // planned for recomputation
     int64_t B_used = 0;  // batch of the last forward
-    std::vector<T> arena;
+    int64_t L_used = 0;  // longest sequence of the last forward (text: up to its pooled token)
+    int64_t rows = 0;    // rows of the last forward: B * L, or the packed texts' total
+    std::vector<int64_t> seq_off;   // text: sequence b is rows seq_off[b] .. seq_off[b+1]-1
+    std::vector<int64_t> pool_row;  // the pooled row of each batch element
+    // Not zero-filled (every buffer is written before it is read): pages the current batch
+    // does not reach (text positions after the last pooled token, the last block's rows
+    // other than the pooled ones) are never touched, so they take no memory.
+    std::vector<T, DefaultInitAllocator<T>> arena;
     std::vector<LayerActs> layers;
     // tower-level buffers (some unused by one tower)
     T *patches = nullptr, *ptok = nullptr, *x0 = nullptr, *lnpre = nullptr,
       *lnpre_mean = nullptr, *lnpre_rstd = nullptr, *pooled = nullptr, *lnfin = nullptr,
-      *lnfin_mean = nullptr, *lnfin_rstd = nullptr;
-    // gradient scratch
-    T *g1, *g2, *dln, *dqkv, *dattn, *dh, *da, *dptok, *dpooled, *dlnfin;
+      *lnfin_mean = nullptr, *lnfin_rstd = nullptr, *pool_ln1 = nullptr, *pool_q = nullptr,
+      *pool_dq = nullptr;
+    // gradient scratch (g1: the residual stream's gradient; da: the MLP hidden gradient,
+    // before and after the activation)
+    T *g1, *dln, *dqkv, *dattn, *da, *dptok, *dpooled, *dlnfin;
     std::vector<int32_t> ids, pool_index;
   };
   struct TowerShape {
@@ -138,7 +173,14 @@ class TrainableClip {
                      const T* in, int64_t B);
   void transformer_forward(TowerActs& acts, const TowerShape& s,
                            const std::vector<BlockParams>& blocks, const T* x, int64_t B);
-  // acts.g1 holds d(output of the last block) on entry and d(input of block 0) on exit.
+  void attention_fwd(TowerActs& acts, const TowerShape& s, LayerActs& A, int64_t B);
+  // The last block, for the pooled rows only (see clip_trainable.cpp).
+  void last_block_forward(TowerActs& acts, const TowerShape& s, const BlockParams& p,
+                          const T* in, int64_t B);
+  void last_block_backward(TowerActs& acts, const TowerShape& s, const BlockParams& p,
+                           const T* in, int64_t B);
+  // The blocks: forward writes acts.pooled [B, D] (the last block's output at pool_index);
+  // backward reads d(pooled) from acts.dpooled and leaves d(input of block 0) in acts.g1.
   void transformer_backward(TowerActs& acts, const TowerShape& s,
                             const std::vector<BlockParams>& blocks, const T* x, int64_t B);
 

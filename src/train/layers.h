@@ -8,7 +8,9 @@
 //   * Row-major. "M" is the number of rows (batch * tokens), widths are the last dimension.
 //   * Every backward ACCUMULATES (+=) into the gradients it produces, both parameter
 //     gradients and input gradients; a gradient pointer may be null to skip that output.
-//     The caller zeroes gradient buffers before the first contribution.
+//     The caller zeroes gradient buffers before the first contribution. Some backwards also
+//     take accumulate = false, which overwrites their input gradient instead (for scratch
+//     buffers: no zeroing pass); parameter gradients always accumulate.
 //   * Layouts are PyTorch's: a Linear weight is [out, in]; conv1.weight is [D, 3, p, p].
 #include <cstdint>
 
@@ -24,10 +26,16 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, 
 template <typename T>
 void linear_forward(T* y, const T* x, const T* W, const T* b, int64_t M, int64_t N, int64_t K,
                     bool accumulate_output = false);
+// y[M,N] = residual[M,N] + x[M,K] @ W[N,K]^T + b[N] (b may be null; y may alias residual):
+// a residual branch's output projection without copying the residual into y first.
+template <typename T>
+void linear_forward_residual(T* y, const T* residual, const T* x, const T* W, const T* b,
+                             int64_t M, int64_t N, int64_t K);
 // dx += dy @ W;  dW += dy^T @ x;  db += column sums of dy.
+// accumulate_dx = false overwrites dx instead (saves zeroing it first); dW/db always add.
 template <typename T>
 void linear_backward(T* dx, T* dW, T* db, const T* dy, const T* x, const T* W, int64_t M,
-                     int64_t N, int64_t K);
+                     int64_t N, int64_t K, bool accumulate_dx = true);
 
 // ---- projection as OpenAI stores it: y[M,N] = x[M,K] @ P[K,N] (visual.proj, text_projection)
 template <typename T>
@@ -50,8 +58,10 @@ void layernorm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, con
 enum class Act { QuickGELU, GELU };  // x*sigmoid(1.702x) | 0.5x(1+erf(x/sqrt 2)) (torch's exact GELU)
 template <typename T>
 void activation_forward(Act act, T* y, const T* x, int64_t n);
+// dx += dy * act'(x); accumulate = false overwrites dx.
 template <typename T>
-void activation_backward(Act act, T* dx, const T* dy, const T* x, int64_t n);
+void activation_backward(Act act, T* dx, const T* dy, const T* x, int64_t n,
+                         bool accumulate = true);
 
 // ---- multi-head self-attention core (nn.MultiheadAttention between in_proj and out_proj) ----
 // qkv [B, L, 3D]: each row is q | k | v, head h owning columns [h*hd, (h+1)*hd) of each part
@@ -60,10 +70,48 @@ void activation_backward(Act act, T* dx, const T* dy, const T* x, int64_t n);
 template <typename T>
 void attention_forward(T* out, T* probs, const T* qkv, int64_t B, int64_t L, int64_t D,
                        int64_t H, bool causal);
-// dqkv += d/dqkv.
+// dqkv += d/dqkv (accumulate = false: dqkv = d/dqkv, every element written).
+// Both passes are per-(batch, head) matrix products (clip::sgemm on the calling thread of a
+// parallel loop over b, h for float; serial cblas_dgemm for double) plus a vectorised softmax.
 template <typename T>
 void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* probs,
-                        int64_t B, int64_t L, int64_t D, int64_t H, bool causal);
+                        int64_t B, int64_t L, int64_t D, int64_t H, bool causal,
+                        bool accumulate = true);
+
+// The same core for sequences of different lengths packed back to back (the text tower:
+// each text only up to its pooled token): sequence b is rows offsets[b] .. offsets[b+1]-1
+// of qkv [offsets[B], 3D] and out [offsets[B], D]; probs holds, for b = 0, 1, ..., its
+// [H, n_b, n_b] probabilities back to back (sum of H n_b^2 values).
+template <typename T>
+void attention_forward_packed(T* out, T* probs, const T* qkv, const int64_t* offsets, int64_t B,
+                              int64_t D, int64_t H, bool causal);
+template <typename T>
+void attention_backward_packed(T* dqkv, const T* dout, const T* qkv, const T* probs,
+                               const int64_t* offsets, int64_t B, int64_t D, int64_t H,
+                               bool causal, bool accumulate = true);
+
+// The same core when only one query row per sequence is needed (the last block of a tower,
+// whose output is read at the pooled token only): for sequence b the query is q[b] (the q of
+// its row index[b], unscaled, [B, D]); keys and values are qkv's k and v columns of all the
+// sequence's rows (q columns are not read); sequences are uniform ([B, L, 3D], offsets null)
+// or packed (offsets as above, L ignored). With causal, only keys 0 .. index[b] are used.
+// out [B, D]; probs [B, H, Lmax] (Lmax = L, or the longest packed sequence).
+template <typename T>
+void attention_pooled_forward(T* out, T* probs, const T* q, const T* qkv, const int32_t* index,
+                              const int64_t* offsets, int64_t B, int64_t L, int64_t D, int64_t H,
+                              bool causal);
+// dq [B, D] and the k, v columns of dqkv (+)= their gradients (accumulate = false overwrites
+// both, all rows; dqkv's q columns are not touched).
+template <typename T>
+void attention_pooled_backward(T* dq, T* dqkv, const T* dout, const T* q, const T* qkv,
+                               const T* probs, const int32_t* index, const int64_t* offsets,
+                               int64_t B, int64_t L, int64_t D, int64_t H, bool causal,
+                               bool accumulate = true);
+
+// db[N] += column sums of dy [M, N] (row stride ld), summed in double in row order whatever
+// the thread count (linear_backward's bias gradient).
+template <typename T>
+void bias_backward(T* db, const T* dy, int64_t M, int64_t N, int64_t ld);
 
 // ---- ViT patch embedding: conv1 with kernel = stride = p, no bias ----
 // im2col: pixels [B, 3, S, S] -> patches [B * G*G, 3*p*p] (column order c, kh, kw: the
@@ -88,6 +136,15 @@ void token_embed_forward(T* x, const int32_t* ids, const T* tok, const T* pos, i
 template <typename T>
 void token_embed_backward(T* dtok, T* dpos, const T* dx, const int32_t* ids, int64_t B,
                           int64_t L, int64_t D);
+
+// The same for packed sequences (see attention_forward_packed): ids [offsets[B]] packed,
+// x[r] = tok[ids[r]] + pos[r - offsets[b]] for the rows r of sequence b.
+template <typename T>
+void token_embed_forward_packed(T* x, const int32_t* ids, const T* tok, const T* pos,
+                                const int64_t* offsets, int64_t B, int64_t D);
+template <typename T>
+void token_embed_backward_packed(T* dtok, T* dpos, const T* dx, const int32_t* ids,
+                                 const int64_t* offsets, int64_t B, int64_t D);
 
 // Row gather: y[b] = x[b, index[b]] (x [B, L, D], y [B, D]): the class token (index 0) or the
 // end-of-text token (argmax of the ids).
