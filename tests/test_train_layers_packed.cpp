@@ -12,67 +12,18 @@
 #include <string>
 #include <vector>
 
+#include "fd_check.h"
 #include "train/layers.h"
 
 using namespace clip::train;
-using Vec = std::vector<double>;
+using clip::test::fd_check;
+using clip::test::Input;
+using clip::test::random_vec;
+using clip::test::Vec;
 
 namespace {
 
-Vec random_vec(size_t n, std::mt19937& gen, double scale = 1.0) {
-  std::normal_distribution<double> d(0.0, scale);
-  Vec v(n);
-  for (auto& x : v) x = d(gen);
-  return v;
-}
-
-struct Input {
-  std::string name;
-  Vec* value;
-};
-
-constexpr double kPrefill = 0.25;  // gradients start here to check accumulation
-
-// As in test_train_layers.cpp: L = sum(w * forward()), analytic gradients from backward(w)
-// (which must accumulate onto kPrefill), numeric ones by central differences.
-void fd_check(const std::string& layer, const std::vector<Input>& inputs,
-              const std::function<Vec()>& forward,
-              const std::function<void(const Vec&, std::vector<Vec>&)>& backward,
-              double tol = 1e-7, size_t max_probes = 60) {
-  std::mt19937 gen(7);
-  const Vec y = forward();
-  const Vec w = random_vec(y.size(), gen);
-  auto probe = [&]() {
-    const Vec out = forward();
-    double s = 0;
-    for (size_t i = 0; i < out.size(); ++i) s += w[i] * out[i];
-    return s;
-  };
-  std::vector<Vec> grads;
-  for (const auto& in : inputs) grads.emplace_back(in.value->size(), kPrefill);
-  backward(w, grads);
-  for (auto& g : grads)
-    for (auto& x : g) x -= kPrefill;
-  const double h = 1e-6;
-  for (size_t k = 0; k < inputs.size(); ++k) {
-    Vec& x = *inputs[k].value;
-    double gmax = 0;
-    for (double g : grads[k]) gmax = std::max(gmax, std::abs(g));
-    ASSERT_GT(gmax, 0.0) << layer << ": gradient of " << inputs[k].name << " is all zero";
-    const size_t n = x.size(), step = std::max<size_t>(1, n / max_probes);
-    double worst = 0;
-    for (size_t i = 0; i < n; i += step) {
-      const double saved = x[i];
-      x[i] = saved + h;
-      const double lp = probe();
-      x[i] = saved - h;
-      const double lm = probe();
-      x[i] = saved;
-      worst = std::max(worst, std::abs((lp - lm) / (2 * h) - grads[k][i]) / gmax);
-    }
-    EXPECT_LT(worst, tol) << layer << ": d/d" << inputs[k].name;
-  }
-}
+constexpr size_t kProbes = 60;  // finite-difference probes per input (these inputs are larger)
 
 double max_abs_diff(const Vec& a, const Vec& b) {
   double m = 0;
@@ -113,7 +64,7 @@ TEST(TrainLayersPacked, PackedAttentionFiniteDifferences) {
                fwd();
                attention_backward_packed(g[0].data(), dy.data(), qkv.data(), probs.data(),
                                          off.data(), B, D, H, causal);
-             });
+             }, 1e-7, kProbes);
   }
 }
 
@@ -175,7 +126,7 @@ TEST(TrainLayersPacked, PooledAttentionFiniteDifferences) {
                fwd();
                attention_pooled_backward(g[0].data(), g[1].data(), dy.data(), q.data(), qkv.data(),
                                          probs.data(), index.data(), o, B, L, D, H, c.causal);
-             });
+             }, 1e-7, kProbes);
   }
 }
 
@@ -216,7 +167,7 @@ TEST(TrainLayersPacked, PackedTokenEmbeddingFiniteDifferences) {
            [&](const Vec& dy, std::vector<Vec>& g) {
              token_embed_backward_packed(g[0].data(), g[1].data(), dy.data(), ids.data(),
                                          off.data(), B, D);
-           });
+           }, 1e-7, kProbes);
 }
 
 TEST(TrainLayersPacked, ResidualLinearAndOverwritingBackwards) {
@@ -234,7 +185,7 @@ TEST(TrainLayersPacked, ResidualLinearAndOverwritingBackwards) {
              linear_backward(g[0].data(), g[1].data(), g[2].data(), dy.data(), x.data(), W.data(),
                              M, N, K);
              for (size_t i = 0; i < dy.size(); ++i) g[3][i] += dy[i];
-           });
+           }, 1e-7, kProbes);
   // y may alias the residual
   Vec y1(size_t(M * N)), y2 = res;
   linear_forward_residual(y1.data(), res.data(), x.data(), W.data(), b.data(), M, N, K);
