@@ -30,6 +30,7 @@
 #include "core/safetensors.h"
 #include "train/clip_trainable.h"
 #include "train/grad_accum.h"
+#include "train/resnet_tower.h"
 #include "train/trainer.h"
 
 using namespace clip;
@@ -38,6 +39,10 @@ using namespace clip::train;
 namespace {
 
 const std::string kPath = std::string(CLIP_SOURCE_DIR) + "/tests/data/train/debug_state.safetensors";
+// The same with openai/CLIP's ModifiedResNet as the image tower (tools/train_reference.py
+// --vision resnet): batch norm in training mode, running statistics updated each step.
+const std::string kResNetPath =
+    std::string(CLIP_SOURCE_DIR) + "/tests/data/train/debug_state_resnet.safetensors";
 
 struct Reference {
   SafetensorsFile file;
@@ -65,11 +70,18 @@ Reference load_reference(const std::string& path = kPath) {
   c.embed_dim = cfg["embed_dim"];
   c.activation = cfg["activation"] == "gelu" ? Activation::GELU : Activation::QuickGELU;
   c.vision.image_size = cfg["vision"]["image_size"];
-  c.vision.patch_size = cfg["vision"]["patch_size"];
   c.vision.width = cfg["vision"]["width"];
-  c.vision.layers = cfg["vision"]["layers"];
   c.vision.heads = cfg["vision"]["heads"];
-  c.vision.mlp_dim = 4 * c.vision.width;
+  if (cfg["vision"]["layers"].is_array()) {  // ModifiedResNet
+    c.vision.resnet_layers = cfg["vision"]["layers"].get<std::vector<int>>();
+    c.vision.layers = 0;
+    c.vision.patch_size = 0;
+    c.vision.mlp_dim = 0;
+  } else {
+    c.vision.patch_size = cfg["vision"]["patch_size"];
+    c.vision.layers = cfg["vision"]["layers"];
+    c.vision.mlp_dim = 4 * c.vision.width;
+  }
   c.text.context_length = cfg["text"]["context_length"];
   c.text.vocab_size = cfg["text"]["vocab_size"];
   c.text.width = cfg["text"]["width"];
@@ -90,13 +102,19 @@ std::map<std::string, Tensor> initial_params(const Reference& ref, const Trainab
   std::map<std::string, Tensor> out;
   std::set<std::string> ours;
   for (const auto& e : m.parameters()) ours.insert(e.name);
+  size_t params = 0;
   for (const auto& t : ref.file.tensors()) {
+    if (t.name.rfind("buffer.", 0) == 0) {  // batch-norm running statistics
+      out[t.name.substr(7)] = ref.file.to_f32(t);
+      continue;
+    }
     if (t.name.rfind("param.", 0) != 0) continue;
     const std::string name = t.name.substr(6);
     EXPECT_TRUE(ours.count(name)) << "torch has parameter " << name << " that we lack";
     out[name] = ref.file.to_f32(t);
+    ++params;
   }
-  EXPECT_EQ(out.size(), ours.size()) << "parameter sets differ";
+  EXPECT_EQ(params, ours.size()) << "parameter sets differ";
   return out;
 }
 
@@ -130,7 +148,20 @@ Diff compare_grads(const Reference& ref, TrainableClip<T>& m, const std::string&
     accumulate_diff(d, e.name, m.grads() + e.offset, ref.get(prefix + e.name), 1e-5, 1e-7);
   return d;
 }
-// skip_key_bias: leave out the key third of every attn.in_proj_bias (see below).
+// The elements of a key bias, whose exact gradient is zero (see check_float32): the key third
+// of a transformer's attn.in_proj_bias, or all of the attention pool's k_proj.bias. Empty
+// range otherwise.
+std::pair<size_t, size_t> key_bias_range(const ParamEntry& e) {
+  if (e.name.find("attn.in_proj_bias") != std::string::npos) return {e.numel / 3, 2 * e.numel / 3};
+  if (e.name.find("attnpool.k_proj.bias") != std::string::npos) return {0, e.numel};
+  return {0, 0};
+}
+template <typename V>
+void erase_range(V& v, std::pair<size_t, size_t> r) {
+  v.erase(v.begin() + long(r.first), v.begin() + long(r.second));
+}
+
+// skip_key_bias: leave out the key biases (key_bias_range; see below).
 template <typename T>
 Diff compare_params(const Reference& ref, TrainableClip<T>& m, const std::string& prefix,
                     bool skip_key_bias = false) {
@@ -138,10 +169,9 @@ Diff compare_params(const Reference& ref, TrainableClip<T>& m, const std::string
   for (const auto& e : m.parameters()) {
     auto b = ref.get(prefix + e.name);
     std::vector<T> a(m.params() + e.offset, m.params() + e.offset + e.numel);
-    if (skip_key_bias && e.name.find("attn.in_proj_bias") != std::string::npos) {
-      const size_t D = e.numel / 3;
-      b.erase(b.begin() + D, b.begin() + 2 * D);
-      a.erase(a.begin() + D, a.begin() + 2 * D);
+    if (skip_key_bias) {
+      erase_range(a, key_bias_range(e));
+      erase_range(b, key_bias_range(e));
     }
     accumulate_diff(d, e.name, a.data(), b, 0.0, 1e-6);
   }
@@ -153,10 +183,9 @@ Diff compare_ref(const Reference& ref, const TrainableClip<float>& m, const std:
   Diff d;
   for (const auto& e : m.parameters()) {
     auto a = ref.get(a_prefix + e.name), b = ref.get(b_prefix + e.name);
-    if (skip_key_bias && e.name.find("attn.in_proj_bias") != std::string::npos) {
-      const size_t D = e.numel / 3;
-      a.erase(a.begin() + D, a.begin() + 2 * D);
-      b.erase(b.begin() + D, b.begin() + 2 * D);
+    if (skip_key_bias) {
+      erase_range(a, key_bias_range(e));
+      erase_range(b, key_bias_range(e));
     }
     accumulate_diff(d, e.name, a.data(), b, rtol, atol);
   }
@@ -175,6 +204,32 @@ TrainConfig train_config(const Reference& ref) {
   tc.total_steps = ref.hp["steps"];
   tc.max_grad_norm = ref.hp["max_grad_norm"];
   return tc;
+}
+
+// Batch-norm running statistics after the steps: ours vs the tensors "<prefix><name>" (none
+// for a ViT). rtol/atol as accumulate_diff.
+template <typename T>
+Diff compare_running_stats(const Reference& ref, const TrainableClip<T>& m,
+                           const std::string& prefix, double rtol, double atol) {
+  Diff d;
+  if (!m.resnet()) return d;
+  for (const auto& [name, t] : m.resnet()->state_dict()) {
+    if (name.find("running_") == std::string::npos) continue;
+    accumulate_diff(d, name, t.f32(), ref.get(prefix + name), rtol, atol);
+  }
+  return d;
+}
+// The same between two stored sets.
+Diff compare_stored_stats(const Reference& ref, const std::string& a_prefix,
+                          const std::string& b_prefix, double rtol, double atol) {
+  Diff d;
+  for (const auto& t : ref.file.tensors()) {
+    if (t.name.rfind(b_prefix, 0) != 0) continue;
+    const std::string name = t.name.substr(b_prefix.size());
+    const auto a = ref.get(a_prefix + name);
+    accumulate_diff(d, name, a.data(), ref.get(t.name), rtol, atol);
+  }
+  return d;
 }
 
 void print(const char* what, const Diff& d) {
@@ -222,6 +277,14 @@ void check_float64(const Reference& ref) {
   const Diff p = compare_params(ref, m2, "final64.");
   print("float64 params after 5 steps vs torch float64", p);
   EXPECT_LE(p.worst, 1.0) << p.worst_name;
+  if (m2.resnet()) {
+    // Five momentum-0.1 updates with the unbiased batch variance; the stored values are
+    // float32 roundings of torch's float64 ones (6e-8 relative).
+    const Diff b = compare_running_stats(ref, m2, "finalbuf64.", 1e-6, 1e-7);
+    print("float64 running statistics vs torch float64", b);
+    EXPECT_GT(b.max_ref, 0.0);
+    EXPECT_LE(b.worst, 1.0) << b.worst_name;
+  }
 }
 
 // float32: against torch's float32 run, and against the float64 truth with a bound derived
@@ -281,10 +344,26 @@ void check_float32(const Reference& ref) {
   print("  ... torch float32 vs torch float64 without the key biases", torch_q);
   EXPECT_LE(q64.worst, 1.0) << q64.worst_name;
   EXPECT_LE(q32.worst, 1.0 + torch_q.worst) << q32.worst_name;
+  if (m2.resnet()) {
+    const Diff b32 = compare_running_stats(ref, m2, "finalbuf.", 1e-5, 1e-7);
+    const Diff b64 = compare_running_stats(ref, m2, "finalbuf64.", 1e-5, 1e-7);
+    const Diff torch_b = compare_stored_stats(ref, "finalbuf.", "finalbuf64.", 1e-5, 1e-7);
+    print("float32 running statistics vs torch float32", b32);
+    print("float32 running statistics vs torch float64", b64);
+    print("torch float32 running statistics vs torch float64", torch_b);
+    EXPECT_LE(b64.worst, std::max(1.0, 2 * torch_b.worst)) << b64.worst_name;
+    EXPECT_LE(b32.worst, 1.0 + torch_b.worst) << b32.worst_name;
+  }
 }
 
 TEST(TrainDebugState, Float64MatchesTorchFloat64) { check_float64(load_reference()); }
 TEST(TrainDebugState, Float32MatchesTorch) { check_float32(load_reference()); }
+TEST(TrainDebugState, ResNetFloat64MatchesTorchFloat64) {
+  const Reference ref = load_reference(kResNetPath);
+  ASSERT_TRUE(ref.config.vision.is_resnet());
+  check_float64(ref);
+}
+TEST(TrainDebugState, ResNetFloat32MatchesTorch) { check_float32(load_reference(kResNetPath)); }
 
 // The same with GELU instead of QuickGELU. This state is not committed (size): it is generated
 // here by the reference script, which needs Debian's python3-torch.

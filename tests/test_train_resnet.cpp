@@ -35,6 +35,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -44,9 +45,14 @@
 #include "core/safetensors.h"
 #include "fd_check.h"
 #include "test_support.h"
+#include "model/clip_model.h"
+#include "model/weights.h"
+#include "train/clip_trainable.h"
 #include "train/conv_layers.h"
+#include "train/grad_accum.h"
 #include "train/loss.h"
 #include "train/resnet_tower.h"
+#include "train/trainer.h"
 
 using namespace clip;
 using namespace clip::train;
@@ -810,4 +816,162 @@ TEST(TrainResNetSlow, Rn50MatchesTorch) {
               "float32's error %.3g (%s)\n",
               r64.worst_global, r32.worst_global, r32.grad_max, r32.worst_vs_torch32,
               r32.worst_name.c_str());
+}
+
+// ------------------------------------------------------------------ inside TrainableClip
+
+namespace {
+
+ModelConfig tiny_resnet_clip() {
+  ModelConfig c;
+  c.embed_dim = 16;
+  c.vision = tiny_vision();
+  c.vision.layers = 0;
+  c.vision.mlp_dim = 0;
+  c.text.context_length = 8;
+  c.text.vocab_size = 50;
+  c.text.width = 16;
+  c.text.heads = 2;
+  c.text.layers = 1;
+  c.text.mlp_dim = 64;
+  return c;
+}
+
+std::vector<int32_t> random_ids(int64_t B, const ModelConfig& c, uint32_t seed) {
+  std::mt19937 gen(seed);
+  const int64_t L = c.text.context_length;
+  std::vector<int32_t> ids(size_t(B * L), 0);
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t n = 2 + int64_t(gen() % uint32_t(L - 1));  // 2 .. L tokens
+    ids[size_t(b * L)] = c.text.vocab_size - 2;
+    for (int64_t l = 1; l + 1 < n; ++l) ids[size_t(b * L + l)] = int32_t(1 + gen() % uint32_t(c.text.vocab_size - 3));
+    ids[size_t(b * L + n - 1)] = c.text.vocab_size - 1;  // end of text: the largest id
+  }
+  return ids;
+}
+
+std::vector<float> running_stats(const ResNetTower<float>& t) {
+  std::vector<float> s;
+  for (const auto& [name, x] : t.state_dict())
+    if (name.find("running_") != std::string::npos) s.insert(s.end(), x.f32(), x.f32() + x.numel());
+  return s;
+}
+
+}  // namespace
+
+// The image range of the arenas is the tower's layout (OpenAI names and order), the weight
+// decay rule applies to it, and init_openai draws the tower's initialisation first.
+TEST(TrainResNetClip, LayoutInitAndWeightDecay) {
+  const ModelConfig c = tiny_resnet_clip();
+  TrainableClip<float> m(c);
+  ASSERT_NE(m.resnet(), nullptr);
+  ResNetTower<float> tower(c.vision, c.embed_dim);
+  const auto [begin, end] = m.tower_range(Tower::Image);
+  EXPECT_EQ(begin, 0u);
+  EXPECT_EQ(end, tower.num_params());
+  for (const ParamEntry& e : tower.parameters()) {
+    const ParamEntry& ours = m.entry(e.name);
+    EXPECT_EQ(ours.offset, e.offset) << e.name;
+    EXPECT_EQ(ours.shape, e.shape) << e.name;
+    EXPECT_EQ(ours.tower, Tower::Image) << e.name;
+    const bool decayed = e.shape.size() == 4 || (e.name.find("_proj.weight") != std::string::npos);
+    EXPECT_EQ(ours.weight_decay, decayed) << e.name;
+  }
+  EXPECT_EQ(m.entry("token_embedding.weight").offset, end);
+  EXPECT_EQ(m.resnet()->params(), m.params());
+  EXPECT_EQ(m.resnet()->grads(), m.grads());
+
+  m.init_openai(11);
+  tower.init_openai(11);
+  for (size_t i = 0; i < tower.num_params(); ++i) ASSERT_EQ(m.params()[i], tower.params()[i]) << i;
+  TrainableClip<float> again(c);
+  again.init_openai(11);
+  EXPECT_EQ(std::vector<float>(m.params(), m.params() + m.num_params()),
+            std::vector<float>(again.params(), again.params() + again.num_params()));
+  // model.py zero-initialises every Bottleneck's bn3; the text tower draws after the image's.
+  EXPECT_EQ(m.param("visual.layer1.0.bn3.weight")[0], 0.f);
+  EXPECT_NE(m.param("token_embedding.weight")[0], 0.f);
+}
+
+// A trained ResNet CLIP saved as a model directory loads in the inference model (batch norm
+// folded into the convolutions) and gives the features of the training code in evaluation
+// mode; the state dict carries the running statistics and round-trips through load().
+TEST(TrainResNetClip, SavedModelLoadsForInferenceWithTheSameFeatures) {
+  const ModelConfig c = tiny_resnet_clip();
+  TrainableClip<float> m(c);
+  m.init_openai(4);
+  for (const ParamEntry& e : m.parameters())  // live residual branches, non-trivial affine
+    if (e.name.find("bn") != std::string::npos)
+      for (size_t i = 0; i < e.numel; ++i) m.params()[e.offset + i] += 0.3f * std::sin(float(i + e.offset));
+  const int64_t B = 4;
+  const auto px = random_pixels(B, 64, 6);
+  const auto ids = random_ids(B, c, 2);
+  std::vector<float> f(size_t(B * c.embed_dim));
+  for (int i = 0; i < 3; ++i) m.forward_image(px.data(), B, f.data());  // moves the running statistics
+  EXPECT_EQ(m.resnet()->batch_norms()[0].num_batches_tracked, 3);
+
+  const std::string dir = (std::filesystem::path(CLIP_BINARY_DIR) / "test_tmp" /
+                           ("resnet_clip_" + std::to_string(::getpid()))).string();
+  std::filesystem::remove_all(dir);
+  m.save_model_directory(dir);
+  ClipModel inference(load_checkpoint(dir));
+  ASSERT_TRUE(inference.config().vision.is_resnet());
+  std::vector<float> fi(f.size()), ft(f.size()), ti(f.size()), tt(f.size());
+  inference.encode_images(px.data(), int(B), fi.data());
+  inference.encode_texts(ids.data(), int(B), int(c.text.context_length), ti.data());
+  m.set_image_training(false);
+  EXPECT_FALSE(m.image_training());
+  m.forward_image(px.data(), B, ft.data());
+  m.forward_text(ids.data(), B, tt.data());
+  double max_diff = 0, max_ref = 0, max_text = 0;
+  for (size_t i = 0; i < f.size(); ++i) {
+    max_diff = std::max(max_diff, double(std::abs(fi[i] - ft[i])));
+    max_ref = std::max(max_ref, double(std::abs(ft[i])));
+    max_text = std::max(max_text, double(std::abs(ti[i] - tt[i])));
+  }
+  EXPECT_GT(max_ref, 1e-3);
+  // Float32 with batch norm folded vs applied: a few ulps of the activations.
+  EXPECT_LE(max_diff, 1e-5 * max_ref + 1e-6) << max_diff << " of " << max_ref;
+  EXPECT_LE(max_text, 1e-5);
+  EXPECT_EQ(m.resnet()->batch_norms()[0].num_batches_tracked, 3);  // evaluation: not counted
+
+  TrainableClip<float> copy(c);
+  copy.load(m.state_dict(), /*ignore_unknown=*/false);
+  EXPECT_EQ(running_stats(*copy.resnet()), running_stats(*m.resnet()));
+  EXPECT_EQ(std::vector<float>(copy.params(), copy.params() + copy.num_params()),
+            std::vector<float>(m.params(), m.params() + m.num_params()));
+  std::filesystem::remove_all(dir);
+}
+
+// Cached-feature gradient accumulation runs each micro-batch forward twice: the running
+// statistics must count it once (as one forward per micro-batch would).
+TEST(TrainResNetClip, MicroBatchesUpdateTheRunningStatisticsOnce) {
+  const ModelConfig c = tiny_resnet_clip();
+  const int64_t N = 8;
+  const auto px = random_pixels(N, 64, 8);
+  const auto ids = random_ids(N, c, 9);
+  TrainableClip<float> m(c);
+  m.init_openai(2);
+  GradientOptions go;
+  go.micro_batch = 4;
+  contrastive_gradients(m, px.data(), ids.data(), N, go);
+  EXPECT_EQ(m.resnet()->batch_norms()[0].num_batches_tracked, 2);
+  // The same as a tower that saw each micro-batch once.
+  ResNetTower<float> t(c.vision, c.embed_dim);
+  t.init_openai(2);
+  std::vector<float> f(size_t(4 * c.embed_dim));
+  const size_t per = size_t(3 * 64 * 64);
+  t.forward(px.data(), 4, f.data());
+  t.forward(px.data() + 4 * per, 4, f.data());
+  EXPECT_EQ(running_stats(*m.resnet()), running_stats(t));
+  // A frozen image tower is in evaluation mode: a step leaves its statistics alone.
+  TrainableClip<float> frozen(c);
+  frozen.init_openai(2);
+  TrainConfig tc;
+  tc.freeze_image = true;
+  Trainer<float> trainer(frozen, tc);
+  const auto before = running_stats(*frozen.resnet());
+  trainer.step(px.data(), ids.data(), N);
+  EXPECT_EQ(running_stats(*frozen.resnet()), before);
+  EXPECT_FALSE(frozen.image_training());
 }

@@ -28,12 +28,23 @@ Writes one safetensors file (written by hand: no safetensors package needed) hol
   loss, loss64 [1]; step.loss, step.lr, step.grad_norm [steps] (float32 run);
 and the configuration and hyper-parameters as JSON in the metadata ("config", "train").
 
+With --vision resnet the image tower is openai/CLIP's ModifiedResNet (tools/reference_resnet.py,
+weights perturbed away from CLIP's init, batch-norm running statistics far from (0, 1)),
+trained in training mode (batch statistics, running averages updated with momentum 0.1);
+the file then also holds
+  buffer.<name>     initial batch-norm running_mean / running_var (F32),
+  finalbuf.<name>, finalbuf64.<name>   the running statistics after the steps.
+
 Run:  /usr/bin/python3 tools/train_reference.py --out tests/data/train/debug_state.safetensors
+      /usr/bin/python3 tools/train_reference.py --vision resnet \
+          --out tests/data/train/debug_state_resnet.safetensors
 """
 import argparse
 import json
 import math
+import os
 import struct
+import sys
 from collections import OrderedDict
 
 import numpy as np
@@ -116,8 +127,14 @@ class CLIP(nn.Module):
         v, t = cfg["vision"], cfg["text"]
         act = cfg["activation"]
         self.context_length = t["context_length"]
-        self.visual = VisionTransformer(v["image_size"], v["patch_size"], v["width"], v["layers"],
-                                        v["heads"], cfg["embed_dim"], act)
+        if isinstance(v["layers"], list):  # ModifiedResNet
+            sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+            from reference_resnet import ModifiedResNet
+            self.visual = ModifiedResNet(v["layers"], cfg["embed_dim"], v["heads"], v["image_size"],
+                                         v["width"])
+        else:
+            self.visual = VisionTransformer(v["image_size"], v["patch_size"], v["width"],
+                                            v["layers"], v["heads"], cfg["embed_dim"], act)
         self.transformer = Transformer(t["width"], t["layers"], t["heads"], act,
                                        attn_mask=self.build_attention_mask())
         self.token_embedding = nn.Embedding(t["vocab_size"], t["width"])
@@ -241,18 +258,33 @@ def main():
     ap.add_argument("--activation", default="quickgelu", choices=["quickgelu", "gelu"])
     ap.add_argument("--no-float64", action="store_true", help="skip the float64 run")
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--vision", default="vit", choices=["vit", "resnet"])
     args = ap.parse_args()
 
     cfg = {"embed_dim": 24, "activation": args.activation,
            "vision": {"image_size": 32, "patch_size": 8, "width": 40, "layers": 2, "heads": 2},
            "text": {"context_length": 16, "vocab_size": 100, "width": 32, "layers": 2,
                     "heads": 2}}
+    if args.vision == "resnet":
+        # Every block kind (stride 1 with and without a projection shortcut, anti-aliased
+        # stride 2), a 2x2 final map under the attention pool; heads = 32 * width / 64.
+        cfg["vision"] = {"image_size": 64, "layers": [2, 1, 1, 1], "width": 4, "heads": 2}
     hp = {"batch": 6, "steps": 5, "warmup": 2, "lr": 1e-3, "weight_decay": 0.2, "beta1": 0.9,
           "beta2": 0.98, "eps": 1e-6, "max_grad_norm": 1.0,
           "logit_scale_init": math.log(1 / 0.07)}
 
     torch.manual_seed(args.seed)
     model = CLIP(cfg)
+    resnet = args.vision == "resnet"
+    if resnet:  # perturbed weights and running statistics (reference_resnet.build_perturbed)
+        from reference_resnet import build_perturbed
+        v = cfg["vision"]
+        model.visual = build_perturbed(v["layers"], v["width"], v["image_size"], cfg["embed_dim"],
+                                       args.seed)
+        for m in model.visual.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.momentum = 0.1  # torch's default (build_perturbed calibrated with None)
+        model.train()
     # Move every parameter away from its init (LayerNorm gains != 1, biases != 0, ...) so no
     # gradient path is trivially zero or symmetric.
     with torch.no_grad():
@@ -262,6 +294,9 @@ def main():
             else:
                 p.add_(0.05 * torch.randn_like(p))
     init = {n: p.detach().clone() for n, p in model.named_parameters()}
+    stats = lambda m: {n: b.detach().clone() for n, b in m.named_buffers()
+                       if n.endswith("running_mean") or n.endswith("running_var")}
+    init_buffers = stats(model)
 
     B, v, t = hp["batch"], cfg["vision"], cfg["text"]
     pixels = torch.randn(B, 3, v["image_size"], v["image_size"])
@@ -275,6 +310,7 @@ def main():
         text[i, length - 1] = vocab - 1                          # end of text: the largest id
 
     loss32, grads32, final32, losses, lrs, norms = train(model, pixels, text, hp)
+    final_buffers = stats(model)
 
     tensors = OrderedDict()
     tensors["input.pixels"] = pixels.numpy().astype(np.float32)
@@ -289,6 +325,10 @@ def main():
         tensors["grad." + n] = g.numpy().astype(np.float32)
     for n, p in final32.items():
         tensors["final." + n] = p.numpy().astype(np.float32)
+    for n, b in init_buffers.items():
+        tensors["buffer." + n] = b.numpy().astype(np.float32)
+    for n, b in final_buffers.items():
+        tensors["finalbuf." + n] = b.numpy().astype(np.float32)
 
     noise = {}
     if not args.no_float64:
@@ -296,9 +336,15 @@ def main():
         with torch.no_grad():
             for n, p in model64.named_parameters():
                 p.copy_(init[n].double())
+            for n, b in model64.named_buffers():
+                if n in init_buffers:
+                    b.copy_(init_buffers[n].double())
+        model64.train()
         for blk in model64.transformer.resblocks:
             blk.attn_mask = blk.attn_mask.double()
         loss64, grads64, final64, _, _, _ = train(model64, pixels.double(), text, hp)
+        for n, b in stats(model64).items():
+            tensors["finalbuf64." + n] = b.numpy().astype(np.float32)
         tensors["loss64"] = np.array([loss64], dtype=np.float32)
         for n, g in grads64.items():
             tensors["grad64." + n] = g.numpy().astype(np.float32)

@@ -69,7 +69,7 @@ const std::vector<Setting>& settings() {
                                    "CLIP_benchmark JSON", true},
       // model
       {"model-config", Kind::Str, "", "Architecture of a new model: a name (ViT-B-32, ViT-B-16, ViT-L-14, "
-                                      "ViT-L-14-336) or a JSON model config (open_clip or Hugging Face)", true},
+                                      "ViT-L-14-336, RN50, RN101) or a JSON model config (open_clip or Hugging Face)", true},
       {"init", Kind::Str, "", "Start from these weights (fine-tuning): any checkpoint clip loads", true},
       {"vocab", Kind::Str, "", "Tokenizer vocabulary (.txt.gz, vocab.json or folder); copied into the model "
                                "directories. Default: --init's, $CLIP_VOCAB, ../shared/data/clip_vocab", true},
@@ -208,6 +208,30 @@ ModelConfig named_model_config(const std::string& name) {
     }
     known += std::string(known.empty() ? "" : ", ") + n.name;
   }
+  // ModifiedResNet towers (openai/CLIP's RN50 and RN101; text tower 512 wide, 8 heads).
+  struct NamedResNet {
+    const char* name;
+    int embed;
+    std::vector<int> layers;
+  };
+  static const NamedResNet resnets[] = {{"RN50", 1024, {3, 4, 6, 3}}, {"RN101", 512, {3, 4, 23, 3}}};
+  for (const auto& n : resnets) {
+    if (name == n.name) {
+      ModelConfig c;
+      c.name = n.name;
+      c.embed_dim = n.embed;
+      c.vision.image_size = 224;
+      c.vision.resnet_layers = n.layers;
+      c.vision.width = 64;
+      c.vision.heads = 64 * 32 / 64;
+      c.text.width = 512;
+      c.text.heads = 8;
+      c.text.layers = 12;
+      c.text.mlp_dim = 2048;
+      return c;
+    }
+    known += std::string(", ") + n.name;
+  }
   throw Error("--model-config: '" + name + "' is neither a file nor a known architecture (" + known + ")");
 }
 
@@ -288,6 +312,16 @@ class Validation {
   bool enabled() const { return val_ || zs_; }
 
   std::vector<std::pair<std::string, double>> operator()(train::TrainableClip<float>& m) {
+    // A ResNet tower is evaluated as it will be used: batch norm with its running statistics
+    // (and without updating them); training mode again afterwards.
+    struct EvalMode {
+      train::TrainableClip<float>& m;
+      bool was;
+      explicit EvalMode(train::TrainableClip<float>& model) : m(model), was(model.image_training()) {
+        m.set_image_training(false);
+      }
+      ~EvalMode() { m.set_image_training(was); }
+    } eval_mode(m);
     std::vector<std::pair<std::string, double>> out;
     const int dim = m.config().embed_dim;
     if (val_) {
@@ -532,7 +566,6 @@ void run_train(Cli& cli) {
     if (vocab_source.empty())
       throw Error("no vocabulary: pass --vocab (a .txt.gz, a vocab.json or a folder) or set CLIP_VOCAB");
   }
-  if (mc.vision.is_resnet()) throw Error("training: only ViT image towers are trainable (this model has a ResNet)");
   if (extras.preprocess.image_size != mc.vision.image_size)
     throw Error("the preprocessing config's image size (" + std::to_string(extras.preprocess.image_size) +
                 ") differs from the model's (" + std::to_string(mc.vision.image_size) + ")");

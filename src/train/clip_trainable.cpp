@@ -5,11 +5,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <set>
 #include <utility>
 
 #include "core/error.h"
 #include "core/safetensors.h"
 #include "model/checkpoint_writer.h"
+#include "train/resnet_tower.h"
 #include "train/rng.h"
 
 namespace clip::train {
@@ -66,33 +68,28 @@ TrainableClip<T>::TrainableClip(const ModelConfig& config) : config_(config) {
   const auto& v = config.vision;
   const auto& t = config.text;
   const int64_t E = config.embed_dim;
-  if (v.is_resnet()) throw Error("training: only ViT image towers are supported (got a ResNet config)");
-  if (v.patch_size <= 0 || v.image_size <= 0 || v.image_size % v.patch_size != 0)
+  if (!v.is_resnet() && (v.patch_size <= 0 || v.image_size <= 0 || v.image_size % v.patch_size != 0))
     throw Error("training: image_size " + std::to_string(v.image_size) +
                 " is not a multiple of patch_size " + std::to_string(v.patch_size));
-  if (v.heads <= 0 || v.width % v.heads != 0 || t.heads <= 0 || t.width % t.heads != 0)
+  if ((!v.is_resnet() && (v.heads <= 0 || v.width % v.heads != 0)) || t.heads <= 0 ||
+      t.width % t.heads != 0)
     throw Error("training: heads must divide the tower widths");
   if (E <= 0 || v.layers < 0 || t.layers < 0 || t.context_length <= 0 || t.vocab_size <= 0 ||
-      v.mlp_dim <= 0 || t.mlp_dim <= 0)
+      (!v.is_resnet() && v.mlp_dim <= 0) || t.mlp_dim <= 0)
     throw Error("training: invalid model configuration");
   act_ = config.activation == Activation::QuickGELU ? Act::QuickGELU : Act::GELU;
-  patch_ = v.patch_size;
-  const int64_t G = v.image_size / v.patch_size;
-  grid2_ = G * G;
-  vshape_ = {grid2_ + 1, v.width, v.heads, v.mlp_dim, v.layers, false};
   tshape_ = {t.context_length, t.width, t.heads, t.mlp_dim, t.layers, true};
-  const int64_t W = v.width, D = t.width;
+  const int64_t D = t.width;
 
   const size_t vstart = total_;
-  v_cls_ = add_param("visual.class_embedding", {W}, Tower::Image);
-  v_pos_ = add_param("visual.positional_embedding", {grid2_ + 1, W}, Tower::Image);
-  v_proj_ = add_param("visual.proj", {W, E}, Tower::Image);
-  v_conv_ = add_param("visual.conv1.weight", {W, 3, patch_, patch_}, Tower::Image);
-  v_lnpre_w_ = add_param("visual.ln_pre.weight", {W}, Tower::Image);
-  v_lnpre_b_ = add_param("visual.ln_pre.bias", {W}, Tower::Image);
-  vblocks_ = add_blocks("visual.", v.layers, W, v.mlp_dim, Tower::Image);
-  v_lnpost_w_ = add_param("visual.ln_post.weight", {W}, Tower::Image);
-  v_lnpost_b_ = add_param("visual.ln_post.bias", {W}, Tower::Image);
+  if (v.is_resnet()) {
+    // The ResNet tower's own layout (OpenAI names and order) becomes the image range; the
+    // tower is bound to it once the arenas exist.
+    resnet_ = std::make_unique<ResNetTower<T>>(v, E, "visual.");
+    for (const ParamEntry& e : resnet_->parameters()) add_param(e.name, e.shape, Tower::Image);
+  } else {
+    add_vit_parameters();
+  }
   vrange_ = {vstart, total_};
   const size_t tstart = total_;
   t_tok_ = add_param("token_embedding.weight", {t.vocab_size, D}, Tower::Text);
@@ -105,7 +102,42 @@ TrainableClip<T>::TrainableClip(const ModelConfig& config) : config_(config) {
   logit_scale_offset_ = add_param("logit_scale", {}, Tower::Shared);
   params_.assign(total_, T(0));
   grads_.assign(total_, T(0));
+  if (resnet_) resnet_->bind(params_.data() + vstart, grads_.data() + vstart);
   logit_scale_ref() = T(std::log(1.0 / 0.07));
+}
+
+template <typename T>
+void TrainableClip<T>::add_vit_parameters() {
+  const auto& v = config_.vision;
+  const int64_t W = v.width, E = config_.embed_dim;
+  patch_ = v.patch_size;
+  const int64_t G = v.image_size / v.patch_size;
+  grid2_ = G * G;
+  vshape_ = {grid2_ + 1, v.width, v.heads, v.mlp_dim, v.layers, false};
+  v_cls_ = add_param("visual.class_embedding", {W}, Tower::Image);
+  v_pos_ = add_param("visual.positional_embedding", {grid2_ + 1, W}, Tower::Image);
+  v_proj_ = add_param("visual.proj", {W, E}, Tower::Image);
+  v_conv_ = add_param("visual.conv1.weight", {W, 3, patch_, patch_}, Tower::Image);
+  v_lnpre_w_ = add_param("visual.ln_pre.weight", {W}, Tower::Image);
+  v_lnpre_b_ = add_param("visual.ln_pre.bias", {W}, Tower::Image);
+  vblocks_ = add_blocks("visual.", v.layers, W, v.mlp_dim, Tower::Image);
+  v_lnpost_w_ = add_param("visual.ln_post.weight", {W}, Tower::Image);
+  v_lnpost_b_ = add_param("visual.ln_post.bias", {W}, Tower::Image);
+}
+
+template <typename T>
+TrainableClip<T>::~TrainableClip() = default;
+template <typename T>
+TrainableClip<T>::TrainableClip(TrainableClip&&) noexcept = default;
+
+template <typename T>
+void TrainableClip<T>::set_image_training(bool on) {
+  if (resnet_) resnet_->set_training(on);
+}
+
+template <typename T>
+bool TrainableClip<T>::image_training() const {
+  return resnet_ ? resnet_->training() : true;
 }
 
 template <typename T>
@@ -155,16 +187,20 @@ void TrainableClip<T>::init_openai(uint64_t seed) {
   const auto& v = config_.vision;
   const auto& t = config_.text;
   const int64_t W = v.width, D = t.width, E = config_.embed_dim;
-  const double vscale = 1.0 / std::sqrt(double(W));
-  uniform(v_conv_, size_t(W * 3 * patch_ * patch_), 1.0 / std::sqrt(double(3 * patch_ * patch_)));
-  normal(v_cls_, size_t(W), vscale);
-  normal(v_pos_, size_t((grid2_ + 1) * W), vscale);
-  fill(v_lnpre_w_, size_t(W), 1);
-  fill(v_lnpre_b_, size_t(W), 0);
-  blocks_default(vblocks_, W, v.mlp_dim);
-  fill(v_lnpost_w_, size_t(W), 1);
-  fill(v_lnpost_b_, size_t(W), 0);
-  normal(v_proj_, size_t(W * E), vscale);
+  if (resnet_) {
+    resnet_->init_openai(rng);  // model.py's ModifiedResNet initialisation, same generator
+  } else {
+    const double vscale = 1.0 / std::sqrt(double(W));
+    uniform(v_conv_, size_t(W * 3 * patch_ * patch_), 1.0 / std::sqrt(double(3 * patch_ * patch_)));
+    normal(v_cls_, size_t(W), vscale);
+    normal(v_pos_, size_t((grid2_ + 1) * W), vscale);
+    fill(v_lnpre_w_, size_t(W), 1);
+    fill(v_lnpre_b_, size_t(W), 0);
+    blocks_default(vblocks_, W, v.mlp_dim);
+    fill(v_lnpost_w_, size_t(W), 1);
+    fill(v_lnpost_b_, size_t(W), 0);
+    normal(v_proj_, size_t(W * E), vscale);
+  }
   // Text tower: model.py's initialize_parameters.
   blocks_default(tblocks_, D, t.mlp_dim);
   normal(t_tok_, size_t(t.vocab_size * D), 0.02);
@@ -186,7 +222,15 @@ void TrainableClip<T>::init_openai(uint64_t seed) {
 
 template <typename T>
 void TrainableClip<T>::load(const std::map<std::string, Tensor>& tensors, bool ignore_unknown) {
+  std::set<std::string> buffers;  // known names that are not parameters
+  if (resnet_) {
+    resnet_->load(tensors);  // the image range (bound) and the batch-norm buffers
+    for (const auto& b : resnet_->batch_norms())
+      for (const char* s : {".running_mean", ".running_var", ".num_batches_tracked"})
+        buffers.insert(b.prefix + s);
+  }
   for (const auto& e : entries_) {
+    if (resnet_ && e.tower == Tower::Image) continue;
     auto it = tensors.find(e.name);
     if (it == tensors.end()) throw Error("training: checkpoint lacks parameter '" + e.name + "'");
     const Tensor& t = it->second;
@@ -199,13 +243,16 @@ void TrainableClip<T>::load(const std::map<std::string, Tensor>& tensors, bool i
   }
   if (!ignore_unknown)
     for (const auto& [name, t] : tensors)
-      if (!index_.count(name)) throw Error("training: checkpoint has unknown tensor '" + name + "'");
+      if (!index_.count(name) && !buffers.count(name))
+        throw Error("training: checkpoint has unknown tensor '" + name + "'");
 }
 
 template <typename T>
 std::map<std::string, Tensor> TrainableClip<T>::state_dict() const {
   std::map<std::string, Tensor> out;
+  if (resnet_) out = resnet_->state_dict();  // the image parameters and batch-norm buffers
   for (const auto& e : entries_) {
+    if (resnet_ && e.tower == Tower::Image) continue;
     Tensor t = Tensor::empty(e.shape, DType::F32);
     float* dst = t.f32();
     for (size_t i = 0; i < e.numel; ++i) dst[i] = float(params_[e.offset + i]);
@@ -238,7 +285,8 @@ void TrainableClip<T>::zero_grad() {
 
 template <typename T>
 size_t TrainableClip<T>::activation_bytes() const {
-  return (vacts_.arena.size() + tacts_.arena.size()) * sizeof(T);
+  return (vacts_.arena.size() + tacts_.arena.size()) * sizeof(T) +
+         (resnet_ ? resnet_->activation_bytes() : 0);
 }
 
 // ------------------------------------------------------------------ activation planning
@@ -480,8 +528,13 @@ void TrainableClip<T>::transformer_backward(TowerActs& a, const TowerShape& s,
 // ------------------------------------------------------------------ towers
 
 template <typename T>
-void TrainableClip<T>::forward_image(const float* pixels, int64_t B, T* features) {
+void TrainableClip<T>::forward_image(const float* pixels, int64_t B, T* features,
+                                     bool update_running_stats) {
   if (B <= 0) throw Error("training: forward_image needs at least one image");
+  if (resnet_) {
+    resnet_->forward(pixels, B, features, update_running_stats);
+    return;
+  }
   plan(vacts_, vshape_, B, true);
   TowerActs& a = vacts_;
   a.B_used = B;
@@ -506,6 +559,10 @@ void TrainableClip<T>::forward_image(const float* pixels, int64_t B, T* features
 
 template <typename T>
 void TrainableClip<T>::backward_image(const T* d_features) {
+  if (resnet_) {
+    resnet_->backward(d_features);
+    return;
+  }
   TowerActs& a = vacts_;
   const int64_t B = a.B_used;
   if (B == 0) throw Error("training: backward_image before forward_image");

@@ -64,10 +64,20 @@ struct DefaultInitAllocator : std::allocator<T> {
 };
 
 template <typename T>
+class ResNetTower;
+
+template <typename T>
 class TrainableClip {
  public:
-  // ViT image tower only (vision.resnet_layers must be empty); heads must divide widths.
+  // The image tower is a ViT, or a ModifiedResNet when vision.resnet_layers is set (then the
+  // image range of the arenas is a ResNetTower's layout, bound to them; see resnet_tower.h).
+  // heads must divide the widths.
   explicit TrainableClip(const ModelConfig& config);
+  ~TrainableClip();
+  // Not copyable: a ResNet tower points into the arenas (moves keep them valid).
+  TrainableClip(const TrainableClip&) = delete;
+  TrainableClip& operator=(const TrainableClip&) = delete;
+  TrainableClip(TrainableClip&&) noexcept;
 
   const ModelConfig& config() const { return config_; }
   const std::vector<ParamEntry>& parameters() const { return entries_; }
@@ -90,9 +100,11 @@ class TrainableClip {
   // defaults for what it leaves alone), from a reproducible seeded generator.
   void init_openai(uint64_t seed);
   // Copies tensors (canonical OpenAI names, any float dtype) into the arena. Every parameter
-  // must be present with the right shape; unknown names are an error unless ignore_unknown.
+  // must be present with the right shape (a ResNet tower: also every batch-norm running mean
+  // and variance); unknown names are an error unless ignore_unknown.
   void load(const std::map<std::string, Tensor>& tensors, bool ignore_unknown = true);
-  // The parameters as F32 tensors under their OpenAI names (copies).
+  // The parameters as F32 tensors under their OpenAI names (copies); a ResNet tower adds its
+  // batch-norm buffers (running_mean / running_var F32, num_batches_tracked I64).
   std::map<std::string, Tensor> state_dict() const;
   // Writes the parameters as an OpenAI-named F32 .safetensors file, which every `clip`
   // command that loads checkpoints accepts. A bare file carries no configuration: the loader
@@ -106,8 +118,12 @@ class TrainableClip {
   void zero_grad();
 
   // Image tower: pixels [B, 3, S, S] (normalised) -> features [B, embed_dim]. Keeps the
-  // activations for backward_image (until the next forward_image).
-  void forward_image(const float* pixels, int64_t B, T* features);
+  // activations for backward_image (until the next forward_image). A ResNet tower in
+  // training mode normalises with the batch statistics and updates its running statistics
+  // unless update_running_stats is false (the second forward of a micro-batch in
+  // contrastive_gradients must not count it twice); a ViT ignores the flag.
+  void forward_image(const float* pixels, int64_t B, T* features,
+                     bool update_running_stats = true);
   // Accumulates the parameter gradients of the image tower for d(loss)/d(features).
   void backward_image(const T* d_features);
   // Text tower: ids [B, context_length] (pooled at the first occurrence of the largest id,
@@ -118,6 +134,14 @@ class TrainableClip {
   void forward_text(const int32_t* ids, int64_t B, T* features);
   void backward_text(const T* d_features);
 
+  // The ResNet image tower, or nullptr for a ViT.
+  ResNetTower<T>* resnet() { return resnet_.get(); }
+  const ResNetTower<T>* resnet() const { return resnet_.get(); }
+  // Batch-norm mode of a ResNet image tower: training (batch statistics, the default) or
+  // evaluation (running statistics: validation, a frozen tower). No effect on a ViT.
+  void set_image_training(bool on);
+  bool image_training() const;
+
   // Bytes of activation memory currently planned for both towers.
   size_t activation_bytes() const;
 
@@ -125,7 +149,8 @@ class TrainableClip {
   // output is kept; a block's internals (LayerNorm outputs, q/k/v, attention probabilities,
   // MLP hidden states) live in one buffer shared by all blocks and are recomputed from the
   // block's input just before its backward. Costs one more forward pass of the blocks;
-  // the gradients are bit-identical. Takes effect at the next forward.
+  // the gradients are bit-identical. Takes effect at the next forward. Transformer towers
+  // only: a ResNet image tower keeps all its activations.
   void set_recompute(bool on);
   bool recompute() const { return recompute_; }
 
@@ -166,6 +191,7 @@ class TrainableClip {
   };
 
   size_t add_param(const std::string& name, std::vector<int64_t> shape, Tower tower);
+  void add_vit_parameters();
   std::vector<BlockParams> add_blocks(const std::string& prefix, int layers, int64_t D,
                                       int64_t F, Tower tower);
   void plan(TowerActs& acts, const TowerShape& s, int64_t B, bool vision);
@@ -197,6 +223,7 @@ class TrainableClip {
   size_t t_tok_, t_pos_, t_lnfin_w_, t_lnfin_b_, t_proj_, logit_scale_offset_;
   std::vector<BlockParams> vblocks_, tblocks_;
   TowerActs vacts_, tacts_;
+  std::unique_ptr<ResNetTower<T>> resnet_;  // the image tower when it is a ResNet
   bool recompute_ = false;
   std::pair<size_t, size_t> vrange_{}, trange_{};
 };

@@ -43,7 +43,9 @@ ClipLossResult<T> contrastive_gradients(TrainableClip<T>& model, const float* pi
   for (int64_t b = 0; b < N; b += mb) {
     const int64_t n = std::min(mb, N - b);
     if (options.train_image) {
-      model.forward_image(pixels + b * image_elems, n, scratch.data());
+      // The same batch statistics as in pass 1; the running statistics already counted it.
+      model.forward_image(pixels + b * image_elems, n, scratch.data(),
+                          /*update_running_stats=*/false);
       model.backward_image(dimg.data() + b * E);
     }
     if (options.train_text) {

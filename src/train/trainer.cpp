@@ -7,6 +7,9 @@ Trainer<T>::Trainer(TrainableClip<T>& model, const TrainConfig& config)
     : model_(model), config_(config), optimizer_(model, config.adamw) {
   optimizer_.set_frozen(Tower::Image, config.freeze_image);
   optimizer_.set_frozen(Tower::Text, config.freeze_text);
+  // A frozen ResNet image tower is a fixed function: its batch norms use (and keep) their
+  // running statistics, as open_clip's lock_image(freeze_bn_stats=True).
+  if (config.freeze_image) model.set_image_training(false);
 }
 
 template <typename T>
