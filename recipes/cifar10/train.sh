@@ -10,7 +10,8 @@
 # Then: recipes/cifar10/evaluate.sh RUN_DIR/model. To ship a model: copy RUN_DIR/model to
 # models/cifar10-vit-tiny/ with RUN_DIR's metrics.jsonl, curves.svg and config.json.
 # Environment: CLIP (binary; default build/clip), SHARED (default ../shared/data), WORK (scratch
-# for the extracted images; default build/recipes/cifar10/work), THREADS (default: all cores).
+# for the extracted images; default build/recipes/cifar10/work), THREADS (default: all cores),
+# MODEL (the architecture; default model.json, the ViT; model_rn.json is a ModifiedResNet).
 # The run is resumable: run the same command again after an interruption.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -45,7 +46,7 @@ echo "== clip train"
 start=$(date +%s)
 "$clip" train --config "$here/train.json" \
   --train-data "$work/cifar10/train" --templates "$here/train_templates.txt" \
-  --model-config "$here/model.json" --vocab "$run/vocab/bpe_vocab.txt.gz" \
+  --model-config "${MODEL:-$here/model.json}" --vocab "$run/vocab/bpe_vocab.txt.gz" \
   --zeroshot-data "$shared/cifar10_jpeg/test" --zeroshot-templates "$here/cifar10_eval_templates.txt" \
   --threads "${THREADS:-0}" --output "$run" --resume latest
 echo "clip train finished in $(( $(date +%s) - start )) s (this invocation)"
