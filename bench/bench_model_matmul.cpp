@@ -4,6 +4,7 @@
 // plus clip::sgemm (whatever the build chose). Products are x[M,K] @ W[N,K]^T (a Linear layer).
 //   M = 50: ViT-B/32 at batch 1 (49 patches + class token); 1600: batch 32; 640: 32 texts x 20.
 //   2048^3: the machine's large-product peak.
+// BM_ClipPackedLinear is the encoders' path (weights packed at load).
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 #include <omp.h>
@@ -80,6 +81,18 @@ void BM_ClipSgemm(benchmark::State& state) {
   });
 }
 
+// clip's inference path for Linear layers: the weight packed once (oneDNN's packed sgemm
+// where available, see clip::PackedWeight), then y = x W^T per call.
+void BM_ClipPackedLinear(benchmark::State& state) {
+  const int64_t N = state.range(1), K = state.range(2);
+  Operands weights(1, N, K);
+  const clip::PackedWeight packed(weights.w.data(), N, K);
+  state.SetLabel(packed.has_packed_copy() ? "packed" : "not packed");
+  run(state, [&](Operands& o, int64_t M, int64_t, int64_t) {
+    clip::linear_forward(o.y.data(), o.x.data(), packed, nullptr, M);
+  });
+}
+
 void shapes(benchmark::internal::Benchmark* b) {
   for (int64_t M : {50, 1600})
     for (auto [N, K] : {std::pair<int64_t, int64_t>{2304, 768}, {768, 768}, {3072, 768}, {768, 3072}})
@@ -94,6 +107,7 @@ BENCHMARK(BM_OpenBLAS_1Thread_SplitByOpenMP)->Apply(shapes);
 BENCHMARK(BM_OneDNN)->Apply(shapes);
 #endif
 BENCHMARK(BM_ClipSgemm)->Apply(shapes);
+BENCHMARK(BM_ClipPackedLinear)->Apply(shapes);
 
 }  // namespace
 

@@ -202,6 +202,37 @@ TEST(OpsTest, AttentionMatchesDefinitionWithAndWithoutCausalMask) {
   EXPECT_THROW(attention_forward(out.data(), nullptr, qkv.data(), B, T, C, 5, false), Error);
 }
 
+TEST(OpsTest, PooledAttentionEqualsTheFullAttentionRow) {
+  const int B = 3, T = 11, C = 48, NH = 3;
+  auto qkv = random_vector(size_t(B) * T * 3 * C, 15);
+  const std::vector<int64_t> positions = {0, 10, 4};  // first, last and a middle row
+  // The pooled rows' queries, as the last block computes them apart from the other rows.
+  std::vector<float> q(size_t(B) * C);
+  for (int b = 0; b < B; ++b)
+    for (int c = 0; c < C; ++c) q[size_t(b) * C + c] = qkv[(size_t(b) * T + positions[b]) * 3 * C + c];
+  for (bool causal : {false, true}) {
+    std::vector<float> out(size_t(B) * C), full(size_t(B) * T * C);
+    attention_pooled_forward(out.data(), q.data(), qkv.data(), positions.data(), B, T, C, NH,
+                             causal);
+    attention_forward(full.data(), nullptr, qkv.data(), B, T, C, NH, causal);
+    const auto want = naive_attention(qkv, B, T, C, NH, causal);
+    for (int b = 0; b < B; ++b)
+      for (int c = 0; c < C; ++c) {
+        const size_t row = size_t(b) * T + size_t(positions[b]);
+        EXPECT_NEAR(out[size_t(b) * C + c], want[row * C + c], 1e-5) << causal << " " << b;
+        EXPECT_NEAR(out[size_t(b) * C + c], full[row * C + c], 1e-6) << causal << " " << b;
+      }
+  }
+  std::vector<float> out(size_t(B) * C);
+  const std::vector<int64_t> outside = {0, 11, 4};
+  EXPECT_THROW(attention_pooled_forward(out.data(), q.data(), qkv.data(), outside.data(), B, T,
+                                        C, NH, false),
+               Error);
+  EXPECT_THROW(attention_pooled_forward(out.data(), q.data(), qkv.data(), positions.data(), B, T,
+                                        C, 5, false),
+               Error);
+}
+
 TEST(OpsTest, EmbeddingAddsPositionsAndRejectsBadIds) {
   const int vocab = 10, C = 4, ctx = 6, T = 3, B = 2;
   auto table = random_vector(size_t(vocab) * C, 13), pos = random_vector(size_t(ctx) * C, 14);

@@ -179,6 +179,29 @@ TEST(ModelParity, TinyTextActivationsAndFeaturesMatchReference) {
   expect_close(features.data(), want.data.data(), rows, model.embed_dim(), "text features");
 }
 
+TEST(ModelParity, TinyFeaturesWithAndWithoutHookAgree) {
+  // Without a hook the last block computes only the pooled rows (class token, end of text);
+  // with one it runs on all rows so every block can be compared. Both must give the goldens'
+  // features, and each other's up to rounding (the products have different shapes).
+  ClipModel model(read_by_hand(kTinyDir + "/openai/model.safetensors", tiny_config()));
+  Array pixels = load_golden(kTinyDir, "pixels");
+  int64_t rows = 0, ctx = 0;
+  std::vector<int32_t> ids = load_ids(kTinyDir, rows, ctx);
+  const int B = int(pixels.shape[0]), E = model.embed_dim();
+  std::vector<float> image_fast(size_t(B) * E), image_hooked(image_fast.size());
+  std::vector<float> text_fast(size_t(rows) * E), text_hooked(text_fast.size());
+  model.encode_images(pixels.data.data(), B, image_fast.data());
+  model.encode_texts(ids.data(), int(rows), int(ctx), text_fast.data());
+  Recorder rec;
+  model.encode_images(pixels.data.data(), B, image_hooked.data(), &rec.hook);
+  model.encode_texts(ids.data(), int(rows), int(ctx), text_hooked.data(), &rec.hook);
+  Array img = load_golden(kTinyDir, "image_features"), txt = load_golden(kTinyDir, "text_features");
+  expect_close(image_fast.data(), img.data.data(), B, E, "image features, pooled last block");
+  expect_close(text_fast.data(), txt.data.data(), rows, E, "text features, pooled last block");
+  expect_close(image_fast.data(), image_hooked.data(), B, E, "image: pooled vs hooked", 1e-5);
+  expect_close(text_fast.data(), text_hooked.data(), rows, E, "text: pooled vs hooked", 1e-5);
+}
+
 TEST(ModelParity, TinyLogitScaleIsRead) {
   ClipModel model(read_by_hand(kTinyDir + "/openai/model.safetensors", tiny_config()));
   Array want = load_golden(kTinyDir, "logit_scale");
@@ -306,6 +329,8 @@ void check_all_schemes(const std::string& dir) {
   // The same numbers in the same canonical layout: bit-identical features.
   EXPECT_EQ(openai.image, openclip.image) << "open_clip scheme";
   EXPECT_EQ(openai.text, openclip.text) << "open_clip scheme";
+  // Hugging Face's in_proj is concatenated from q, k, v at load (a heap copy), packed like the
+  // mapped weights of the others (core/matmul.h PackedWeight), so the products are the same.
   EXPECT_EQ(openai.image, hf.image) << "Hugging Face scheme";
   EXPECT_EQ(openai.text, hf.text) << "Hugging Face scheme";
 }
@@ -365,6 +390,9 @@ TEST(FullSizeSlow, VitB32MatchesReferenceInEverySchemeAndLayer) {
     expect_close(rec.seen[name].data.data(), want.data.data(), int64_t(want.data.size()) / 768,
                  768, name);
   }
+  // With the hook the last block ran on all rows (check_all_schemes ran the pooled one).
+  Array img = load_golden(dir, "image_features");
+  expect_close(features.data(), img.data.data(), 3, 512, "image features, full last block");
 }
 
 }  // namespace

@@ -108,6 +108,16 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
   return m;
 }
 
+void MappedFile::release_pages(const void* data, size_t bytes) const {
+  static const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(data);
+  const uintptr_t map_begin = reinterpret_cast<uintptr_t>(data_);
+  if (!data_ || begin < map_begin || begin + bytes > map_begin + size_) return;
+  // Only whole pages inside the range: neighbours sharing a page may still be in use.
+  const uintptr_t first = (begin + page - 1) / page * page, last = (begin + bytes) / page * page;
+  if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
 MappedFile::~MappedFile() {
   if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
 }

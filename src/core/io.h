@@ -29,6 +29,10 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  // Tells the kernel the whole pages of [data, data + bytes) inside the mapping are no longer
+  // needed (their contents were copied elsewhere), so they leave the resident set; reading
+  // them again faults them back in from the file. Ranges outside the mapping are ignored.
+  void release_pages(const void* data, size_t bytes) const;
 
  private:
   MappedFile() = default;

@@ -3,12 +3,32 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 
 #include "core/error.h"
 
 #if defined(CLIP_HAVE_ONEDNN)
 #include <dnnl.h>
+#if defined(CLIP_HAVE_ONEDNN_PACKED_SGEMM)
+// Exported by libdnnl, declared in its internal src/cpu/gemm/gemm_pack.hpp (used by its RNN
+// primitives); CMake checks that this library links with these declarations. Column-major
+// BLAS conventions with pointer arguments; "P" as transa in sgemm_compute marks a packed A.
+namespace dnnl::impl::cpu {
+dnnl_status_t sgemm_pack_get_size(const char* identifier, const char* transa, const char* transb,
+                                  const dnnl_dim_t* M, const dnnl_dim_t* N, const dnnl_dim_t* K,
+                                  const dnnl_dim_t* lda, const dnnl_dim_t* ldb, size_t* size,
+                                  bool* pack);
+dnnl_status_t sgemm_pack(const char* identifier, const char* transa, const char* transb,
+                         const dnnl_dim_t* M, const dnnl_dim_t* N, const dnnl_dim_t* K,
+                         const dnnl_dim_t* lda, const dnnl_dim_t* ldb, const float* src,
+                         float* dst);
+dnnl_status_t sgemm_compute(const char* transa, const char* transb, const dnnl_dim_t* M,
+                            const dnnl_dim_t* N, const dnnl_dim_t* K, const float* A,
+                            const dnnl_dim_t* lda, const float* B, const dnnl_dim_t* ldb,
+                            const float* beta, float* C, const dnnl_dim_t* ldc);
+}  // namespace dnnl::impl::cpu
+#endif
 #else
 #include <cblas.h>
 extern "C" void openblas_set_num_threads(int);
@@ -72,16 +92,83 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
 }
 #endif
 
+namespace {
+// Pre-fills y with the bias (accumulate: adds it) so the product can accumulate onto y
+// (beta = 1): one pass fewer than a separate bias add after the product.
+void add_bias(float* y, const float* bias, int64_t M, int64_t N, int64_t ldy, bool accumulate) {
+#pragma omp parallel for if (M * N > 65536 && !omp_in_parallel())
+  for (int64_t i = 0; i < M; ++i) {
+    float* r = y + i * ldy;
+    if (accumulate) {
+#pragma omp simd
+      for (int64_t c = 0; c < N; ++c) r[c] += bias[c];
+    } else {
+      std::copy(bias, bias + N, r);
+    }
+  }
+}
+}  // namespace
+
+PackedWeight::PackedWeight(const float* weight, int64_t N, int64_t K, bool pack)
+    : n_(N), k_(K), weight_(weight) {
+  if (!pack) return;
+#if defined(CLIP_HAVE_ONEDNN_PACKED_SGEMM)
+  // Row-major y[M, N] = x[M, K] W^T is column-major y^T[N, M] = W^T' x^T with A = W stored as
+  // a K x N column-major matrix (transa "T", lda K) and B = x^T (transb "N", ldb K); W is the
+  // packed A. The row count given to the packing only steers its blocking: any M may be
+  // multiplied later; a large one gives the compact layout (no padding for small-M blocking).
+  namespace cpu = dnnl::impl::cpu;
+  const dnnl_dim_t m = N, rows = 1024, k = K, lda = K, ldb = K;
+  size_t bytes = 0;
+  bool worth_packing = false;
+  if (N > 0 && K > 0 &&
+      cpu::sgemm_pack_get_size("A", "T", "N", &m, &rows, &k, &lda, &ldb, &bytes,
+                               &worth_packing) == dnnl_success &&
+      worth_packing && bytes > 0) {
+    float* storage = static_cast<float*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64));
+    if (!storage) throw Error("out of memory packing a " + std::to_string(N) + " x " +
+                              std::to_string(K) + " weight");
+    packed_.reset(storage, std::free);
+    if (cpu::sgemm_pack("A", "T", "N", &m, &rows, &k, &lda, &ldb, weight, storage) ==
+        dnnl_success)
+      packed_threads_ = omp_in_parallel() ? 1 : omp_get_max_threads();
+    else
+      packed_.reset();
+  }
+#endif
+}
+
+void linear_forward(float* y, const float* x, const PackedWeight& w, const float* bias, int64_t M,
+                    int64_t ldx, int64_t ldy, bool accumulate) {
+  const int64_t N = w.out_features(), K = w.in_features();
+  if (ldx == 0) ldx = K;
+  if (ldy == 0) ldy = N;
+  if (M <= 0 || N <= 0) return;
+  if (bias) add_bias(y, bias, M, N, ldy, accumulate);
+  const float beta = bias || accumulate ? 1.f : 0.f;
+  const float* packed = w.packed_for(omp_in_parallel() ? 1 : omp_get_max_threads());
+  if (!packed) {
+    sgemm(false, true, M, N, K, 1.f, x, ldx, w.weight(), K, beta, y, ldy);
+    return;
+  }
+#if defined(CLIP_HAVE_ONEDNN_PACKED_SGEMM)
+  const dnnl_dim_t m = N, n = M, k = K, lda = K, ldb = ldx, ldc = ldy;
+  const dnnl_status_t st = dnnl::impl::cpu::sgemm_compute("P", "N", &m, &n, &k, packed, &lda, x,
+                                                          &ldb, &beta, y, &ldc);
+  if (st != dnnl_success)
+    throw Error("linear: oneDNN packed sgemm failed with status " + std::to_string(int(st)) +
+                " for M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" +
+                std::to_string(K));
+#endif
+}
+
 void linear_forward(float* y, const float* x, const float* weight, const float* bias, int64_t M,
                     int64_t N, int64_t K, int64_t ldx, int64_t ldy) {
   if (ldx == 0) ldx = K;
   if (ldy == 0) ldy = N;
   float beta = 0.f;
   if (bias) {
-    // Pre-fill y with the bias and accumulate the product onto it (one pass fewer than a
-    // separate bias add after the product).
-#pragma omp parallel for if (M * N > 65536 && !omp_in_parallel())
-    for (int64_t i = 0; i < M; ++i) std::copy(bias, bias + N, y + i * ldy);
+    add_bias(y, bias, M, N, ldy, /*accumulate=*/false);
     beta = 1.f;
   }
   sgemm(false, true, M, N, K, 1.f, x, ldx, weight, K, beta, y, ldy);

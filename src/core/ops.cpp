@@ -254,6 +254,53 @@ void attention_forward(float* out, float* att, const float* qkv, int64_t B, int6
   }
 }
 
+void attention_pooled_forward(float* out, const float* q, const float* qkv,
+                              const int64_t* positions, int64_t B, int64_t T, int64_t C,
+                              int64_t NH, bool causal) {
+  if (C % NH != 0)
+    throw Error("attention: width " + std::to_string(C) + " is not divisible by " +
+                std::to_string(NH) + " heads");
+  const int64_t hs = C / NH;
+  const float scale = 1.f / std::sqrt(float(hs));
+  const int64_t C3 = 3 * C;
+  for (int64_t b = 0; b < B; ++b)  // checked here: an exception may not leave the parallel region
+    if (positions[b] < 0 || positions[b] >= T)
+      throw Error("attention: pooled position " + std::to_string(positions[b]) +
+                  " is outside the sequence of " + std::to_string(T));
+  // B * NH dot-product rows of at most T keys: plain loops, as a 1-row product through the
+  // matmul backend would spend more on the call than on the arithmetic.
+#pragma omp parallel if (worth_parallel(B * T * C))
+  {
+    std::vector<float> scores(static_cast<size_t>(T));
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t h = 0; h < NH; ++h) {
+        const int64_t pos = positions[b];
+        const int64_t keys = causal ? pos + 1 : T;
+        const float* qh = q + b * C + h * hs;
+        const float* k = qkv + b * T * C3 + C + h * hs;
+        const float* v = k + C;
+        for (int64_t j = 0; j < keys; ++j) {
+          const float* kj = k + j * C3;
+          float dot = 0.f;
+#pragma omp simd reduction(+ : dot)
+          for (int64_t c = 0; c < hs; ++c) dot += qh[c] * kj[c];
+          scores[size_t(j)] = scale * dot;
+        }
+        softmax_row(scores.data(), keys);
+        float* o = out + b * C + h * hs;
+        std::fill(o, o + hs, 0.f);
+        for (int64_t j = 0; j < keys; ++j) {
+          const float p = scores[size_t(j)];
+          const float* vj = v + j * C3;
+#pragma omp simd
+          for (int64_t c = 0; c < hs; ++c) o[c] += p * vj[c];
+        }
+      }
+    }
+  }
+}
+
 void embedding_forward(float* out, const int32_t* ids, int64_t ids_stride,
                        const float* token_table, int64_t vocab, const float* pos_table,
                        int64_t B, int64_t T, int64_t C) {

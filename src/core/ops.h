@@ -35,6 +35,16 @@ void softmax_forward(float* x, int64_t rows, int64_t cols, int64_t ld);
 void attention_forward(float* out, float* att, const float* qkv, int64_t B, int64_t T,
                        int64_t C, int64_t NH, bool causal);
 
+// The same attention for one query row per sequence (the row that is pooled after the last
+// block): q[B, C] holds the query of row positions[b] of sequence b (as in_proj gives it,
+// unscaled); its keys and values are the k | v columns of qkv[B, T, 3C] (the q columns are
+// not read): keys 0 .. positions[b] when causal, all T otherwise. out[B, C] receives
+// concat_h softmax(q_h k_h^T / sqrt(hs)) v_h, with attention_forward's softmax. Backward
+// would need the probabilities (recomputable from q and qkv).
+void attention_pooled_forward(float* out, const float* q, const float* qkv,
+                              const int64_t* positions, int64_t B, int64_t T, int64_t C,
+                              int64_t NH, bool causal);
+
 // out[B, T, C] = token_table[ids[b, t]] + pos_table[t] for t < T. ids has row stride
 // ids_stride (the context length; T may be shorter). Throws clip::Error on an id outside
 // [0, vocab). Backward: scatter-add into the tables by ids.

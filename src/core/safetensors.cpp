@@ -6,7 +6,6 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "core/error.h"
@@ -289,11 +288,7 @@ void SafetensorsFile::copy_f32(const SafetensorsTensorInfo& t, float* dst) const
 }
 
 void SafetensorsFile::release_pages(const SafetensorsTensorInfo& t) const {
-  static const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
-  const uintptr_t begin = reinterpret_cast<uintptr_t>(bytes(t));
-  const uintptr_t first = (begin + page - 1) / page * page, last = (begin + t.nbytes()) / page * page;
-  // Only whole pages inside the tensor: neighbours sharing a page may still be views.
-  if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+  map_->release_pages(bytes(t), t.nbytes());
 }
 
 Tensor SafetensorsFile::to_f32(const SafetensorsTensorInfo& t) const {

@@ -47,12 +47,12 @@ void TextTransformer::encode(const int32_t* ids, int batch, int context, float* 
   float* x = x_.data();
   embedding_forward(x, ids, context, token_embedding_, vocab_, positional_embedding_, B, T, d);
   emit("text.embed", x, {B, T, d});
-  transformer_.forward(x, B, T, /*causal=*/true, ws_, hook, "text.");
-  // LayerNorm is per row, so ln_final on the pooled rows equals pooling after ln_final.
   float* pooled = pooled_.data();
-  for (int64_t b = 0; b < B; ++b)
-    layernorm_forward(pooled + b * d, nullptr, nullptr, x + (b * T + pool[size_t(b)]) * d,
-                      ln_final_weight_, ln_final_bias_, 1, d, eps_);
+  const PooledRows end_of_text{pool.data(), pooled};
+  transformer_.forward(x, B, T, /*causal=*/true, ws_, hook, "text.", &end_of_text);
+  // LayerNorm is per row, so ln_final on the pooled rows equals pooling after ln_final.
+  layernorm_forward(pooled, nullptr, nullptr, pooled, ln_final_weight_, ln_final_bias_, B, d,
+                    eps_);
   emit("text.ln_final", pooled, {B, d});
   sgemm(false, false, B, embed_dim_, d, 1.f, pooled, d, text_projection_, embed_dim_, 0.f, out,
         embed_dim_);

@@ -72,12 +72,13 @@ void VisionTransformer::encode(const float* pixels, int batch, float* out,
   emit("vision.embed", x, {B, T, w});
   layernorm_forward(x, nullptr, nullptr, x, ln_pre_weight_, ln_pre_bias_, B * T, w, eps_);
   emit("vision.ln_pre", x, {B, T, w});
-  transformer_.forward(x, B, T, /*causal=*/false, ws_, hook, "vision.");
-  // ln_post on the class token of each image, then the projection.
+  // Only the class token (row 0 of each image) leaves the tower.
+  class_token_rows_.assign(size_t(B), 0);
   float* pooled = pooled_.data();
-  for (int64_t b = 0; b < B; ++b)
-    layernorm_forward(pooled + b * w, nullptr, nullptr, x + b * T * w, ln_post_weight_,
-                      ln_post_bias_, 1, w, eps_);
+  const PooledRows class_tokens{class_token_rows_.data(), pooled};
+  transformer_.forward(x, B, T, /*causal=*/false, ws_, hook, "vision.", &class_tokens);
+  // ln_post on the class token of each image, then the projection.
+  layernorm_forward(pooled, nullptr, nullptr, pooled, ln_post_weight_, ln_post_bias_, B, w, eps_);
   emit("vision.ln_post", pooled, {B, w});
   sgemm(false, false, B, embed_dim_, w, 1.f, pooled, w, proj_, embed_dim_, 0.f, out,
         embed_dim_);

@@ -38,6 +38,7 @@ class VisionTransformer {
   Transformer transformer_;
   TransformerWorkspace ws_;
   std::vector<float> patches_, embedded_, x_, pooled_;
+  std::vector<int64_t> class_token_rows_;  // [B] zeros: the pooled position of each image
 };
 
 }  // namespace clip

@@ -431,6 +431,18 @@ ModelConfig infer_config_from_shapes(const ShapeMap& shapes, const std::string& 
   return c;
 }
 
+bool LoadedCheckpoint::is_mapped(const float* data, int64_t count) const {
+  if (!mapping || !mapping->data()) return false;
+  const auto begin = reinterpret_cast<uintptr_t>(data);
+  const auto map = reinterpret_cast<uintptr_t>(mapping->data());
+  return begin >= map && begin + size_t(count) * sizeof(float) <= map + mapping->size();
+}
+
+void LoadedCheckpoint::release_pages(const float* data, int64_t count) const {
+  if (count > 0 && is_mapped(data, count))
+    mapping->release_pages(data, size_t(count) * sizeof(float));
+}
+
 const Tensor& LoadedCheckpoint::get(const std::string& name, const std::vector<int64_t>& expected_shape) const {
   auto it = tensors.find(name);
   if (it == tensors.end())
@@ -453,6 +465,7 @@ LoadedCheckpoint load_checkpoint(const std::string& path, const LoadOptions& opt
   ck.model_dir = files.model_dir;
   ck.file_size = file.file_size();
   ck.keepalive = file.mapping();
+  ck.mapping = file.mapping();
 
   // Floating tensors by name; integer ones (num_batches_tracked, position_ids) are ignored.
   // A "module." prefix on every name (a DistributedDataParallel state dict) is dropped.

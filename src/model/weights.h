@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/io.h"
 #include "core/tensor.h"
 #include "model/config.h"
 
@@ -29,12 +30,18 @@ struct LoadedCheckpoint {
   std::string weights_path;                // the .safetensors file actually read
   std::string model_dir;                   // directory holding config/tokenizer files, or ""
   std::shared_ptr<void> keepalive;         // the mmap backing zero-copy views
+  std::shared_ptr<const MappedFile> mapping;  // the same mmap when it is one (else null)
   std::string config_path;                 // the JSON config used, or "" (inferred from shapes)
   uint64_t file_size = 0;                  // bytes of weights_path
 
   // The tensor `name`; throws clip::Error naming the tensor and the file if missing or if
   // its shape differs from `expected_shape` (when given).
   const Tensor& get(const std::string& name, const std::vector<int64_t>& expected_shape = {}) const;
+  // Whether data[0, count) is a zero-copy view of the mapped file (not a converted copy).
+  bool is_mapped(const float* data, int64_t count) const;
+  // For mapped weights that were copied (packed) by their user: their pages leave the
+  // resident set (reading them again re-reads the file). Other memory is left alone.
+  void release_pages(const float* data, int64_t count) const;
 };
 
 // `path` is a .safetensors file or a model directory (Hugging Face / Immich / ours:
