@@ -217,12 +217,18 @@ void softmax_forward(float* x, int64_t rows, int64_t cols, int64_t ld) {
   for (int64_t i = 0; i < rows; ++i) softmax_row(x + i * ld, cols);
 }
 
-void attention_forward(float* out, float* att, const float* qkv, int64_t B, int64_t T,
-                       int64_t C, int64_t NH, bool causal) {
-  if (C % NH != 0)
+namespace {
+int64_t head_size(int64_t C, int64_t NH) {
+  if (NH <= 0 || C % NH != 0)
     throw Error("attention: width " + std::to_string(C) + " is not divisible by " +
                 std::to_string(NH) + " heads");
-  const int64_t hs = C / NH;
+  return C / NH;
+}
+}  // namespace
+
+void attention_forward(float* out, float* att, const float* qkv, int64_t B, int64_t T,
+                       int64_t C, int64_t NH, bool causal) {
+  const int64_t hs = head_size(C, NH);
   const float scale = 1.f / std::sqrt(float(hs));
   const int64_t C3 = 3 * C;
   // One (batch, head) pair per task; the products run serially on each thread. Without a
@@ -257,10 +263,7 @@ void attention_forward(float* out, float* att, const float* qkv, int64_t B, int6
 void attention_pooled_forward(float* out, const float* q, const float* qkv,
                               const int64_t* positions, int64_t B, int64_t T, int64_t C,
                               int64_t NH, bool causal) {
-  if (C % NH != 0)
-    throw Error("attention: width " + std::to_string(C) + " is not divisible by " +
-                std::to_string(NH) + " heads");
-  const int64_t hs = C / NH;
+  const int64_t hs = head_size(C, NH);
   const float scale = 1.f / std::sqrt(float(hs));
   const int64_t C3 = 3 * C;
   for (int64_t b = 0; b < B; ++b)  // checked here: an exception may not leave the parallel region
