@@ -22,21 +22,27 @@ bool excluded_from_weight_decay(const std::string& name, size_t ndim) {
          has("embedding");
 }
 
-template <typename T>
-size_t TrainableClip<T>::add_param(const std::string& name, std::vector<int64_t> shape,
-                                   Tower tower) {
+size_t append_param(std::vector<ParamEntry>& entries, std::map<std::string, size_t>& index,
+                    size_t& total, const std::string& name, std::vector<int64_t> shape,
+                    Tower tower) {
   ParamEntry e;
   e.name = name;
   e.numel = 1;
   for (int64_t d : shape) e.numel *= size_t(d);
   e.shape = std::move(shape);
-  e.offset = total_;
+  e.offset = total;
   e.tower = tower;
   e.weight_decay = !excluded_from_weight_decay(name, e.shape.size());
-  total_ += e.numel;
-  index_[name] = entries_.size();
-  entries_.push_back(std::move(e));
-  return entries_.back().offset;
+  total += e.numel;
+  index[name] = entries.size();
+  entries.push_back(std::move(e));
+  return entries.back().offset;
+}
+
+template <typename T>
+size_t TrainableClip<T>::add_param(const std::string& name, std::vector<int64_t> shape,
+                                   Tower tower) {
+  return append_param(entries_, index_, total_, name, std::move(shape), tower);
 }
 
 template <typename T>

@@ -44,6 +44,13 @@ struct ParamEntry {
 // train_reference.py applies the same predicate.
 bool excluded_from_weight_decay(const std::string& name, size_t ndim);
 
+// Appends parameter `name` to a layout (entries in arena order, index by name) at offset
+// `total`, which advances by its size; its weight decay follows the rule above. Returns its
+// offset. TrainableClip and ResNetTower lay out their arenas with it.
+size_t append_param(std::vector<ParamEntry>& entries, std::map<std::string, size_t>& index,
+                    size_t& total, const std::string& name, std::vector<int64_t> shape,
+                    Tower tower);
+
 // std::allocator that default-initialises (leaves trivially constructible values
 // uninitialised) on resize, for activation arenas.
 template <typename T>

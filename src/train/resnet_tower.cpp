@@ -37,18 +37,7 @@ void zero(T* p, int64_t n) {
 
 template <typename T>
 size_t ResNetTower<T>::add_param(const std::string& name, std::vector<int64_t> shape) {
-  ParamEntry e;
-  e.name = name;
-  e.numel = 1;
-  for (int64_t d : shape) e.numel *= size_t(d);
-  e.shape = std::move(shape);
-  e.offset = total_;
-  e.tower = Tower::Image;
-  e.weight_decay = !excluded_from_weight_decay(name, e.shape.size());
-  total_ += e.numel;
-  index_[name] = entries_.size();
-  entries_.push_back(std::move(e));
-  return entries_.back().offset;
+  return append_param(entries_, index_, total_, name, std::move(shape), Tower::Image);
 }
 
 template <typename T>
