@@ -558,6 +558,10 @@ TEST(DataLoader, ErrorsNameTheFile) {
   write(dir + "/header.csv", "filepath,title\n");
   EXPECT_NE(error_of([&] { PairLoader l(dir + "/header.csv", {}, tokenizer(), o); }).find("header.csv: no rows"),
             std::string::npos);
+  write(dir + "/short.csv", "filepath,title\na.png\n");
+  EXPECT_NE(error_of([&] { PairLoader l(dir + "/short.csv", {}, tokenizer(), o); })
+                .find("short.csv: row 2 has 1 fields, fewer than the header's 2"),
+            std::string::npos);
   write(dir + "/quote.csv", "filepath,title\na.png,\"open\n");
   EXPECT_NE(error_of([&] { PairLoader l(dir + "/quote.csv", {}, tokenizer(), o); }).find("quote.csv:2"),
             std::string::npos);

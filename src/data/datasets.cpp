@@ -169,6 +169,15 @@ std::vector<std::vector<std::string>> parse_csv(const std::string& text, const s
   return rows;
 }
 
+const std::string& csv_field(const std::vector<std::vector<std::string>>& rows, size_t r,
+                             int column, const std::string& path) {
+  const auto& row = rows[r];
+  if (column < 0 || size_t(column) >= row.size())
+    throw Error(path + ": row " + std::to_string(r + 1) + " has " + std::to_string(row.size()) +
+                " fields, fewer than the header's " + std::to_string(rows[0].size()));
+  return row[size_t(column)];
+}
+
 static int find_column(const std::vector<std::string>& header, std::initializer_list<const char*> names) {
   for (const char* want : names)
     for (size_t i = 0; i < header.size(); ++i)
@@ -194,13 +203,7 @@ Dataset open_csv(const std::string& path, const DatasetOptions& options) {
   std::map<std::string, int> class_ids;  // class name -> label when there is no label column
   std::map<int, std::string> names;       // label -> class name
   for (size_t r = 1; r < rows.size(); ++r) {
-    const auto& row = rows[r];
-    auto field = [&](int c) -> const std::string& {
-      if (size_t(c) >= row.size())
-        throw Error(path + ": row " + std::to_string(r + 1) + " has " + std::to_string(row.size()) +
-                    " fields, fewer than the header's " + std::to_string(header.size()));
-      return row[size_t(c)];
-    };
+    auto field = [&](int c) -> const std::string& { return csv_field(rows, r, c, path); };
     const std::string& image = field(ci);
     if (image.empty()) throw Error(path + ": row " + std::to_string(r + 1) + " has an empty image path");
     int label = -1;

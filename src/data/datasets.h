@@ -73,6 +73,11 @@ Dataset open_webdataset(const std::vector<std::string>& shards);
 std::vector<std::vector<std::string>> parse_csv(const std::string& text, const std::string& name,
                                                 char separator = ',');
 
+// Field `column` of row `r` of parse_csv's `rows` (row 0: the header) read from `path`; a row
+// with fewer fields than that is a clip::Error naming the file, the row and the header's width.
+const std::string& csv_field(const std::vector<std::vector<std::string>>& rows, size_t r,
+                             int column, const std::string& path);
+
 // "a-{00..02}.tar,b.tar" -> a-00.tar a-01.tar a-02.tar b.tar (zero padding kept).
 std::vector<std::string> expand_shards(const std::string& spec);
 

@@ -210,13 +210,7 @@ Source open_csv_source(const std::string& path, const PairSourceOptions& o) {
   const size_t limit = o.limit > 0 ? size_t(o.limit) : rows.size();
   int num_labels = 0;
   for (size_t r = 1; r < rows.size() && (s.entries.size() < limit || !s.captioned); ++r) {
-    const auto& row = rows[r];
-    auto field = [&](int c) -> const std::string& {
-      if (size_t(c) >= row.size())
-        throw Error(path + ": row " + std::to_string(r + 1) + " has " + std::to_string(row.size()) +
-                    " fields, fewer than the header's " + std::to_string(header.size()));
-      return row[size_t(c)];
-    };
+    auto field = [&](int c) -> const std::string& { return csv_field(rows, r, c, path); };
     Entry e;
     const std::string& image = field(ci);
     // An empty path stays an entry (skipped and counted when its turn comes, like a bad image).
@@ -941,6 +935,14 @@ Result PairLoader::Impl::process(Ticket& t) const {
 }
 
 void PairLoader::Impl::worker() {
+  // An exception that is not a bad sample (a broken source, out of memory): the loader stops,
+  // and whoever waits wakes up to rethrow it.
+  auto fail = [this](std::exception_ptr e) {
+    std::lock_guard<std::mutex> lk(mu);
+    error = std::move(e);
+    cv_ready.notify_all();
+    cv_space.notify_all();
+  };
   while (true) {
     Ticket t;
     int64_t ticket;
@@ -955,10 +957,7 @@ void PairLoader::Impl::worker() {
       try {
         t = produce();
       } catch (...) {
-        std::lock_guard<std::mutex> lk(mu);
-        error = std::current_exception();
-        cv_ready.notify_all();
-        cv_space.notify_all();
+        fail(std::current_exception());
         return;
       }
       std::lock_guard<std::mutex> lk(mu);
@@ -968,10 +967,7 @@ void PairLoader::Impl::worker() {
     try {
       r = process(t);
     } catch (...) {  // not a bad sample (those are results): e.g. out of memory
-      std::lock_guard<std::mutex> lk(mu);
-      error = std::current_exception();
-      cv_ready.notify_all();
-      cv_space.notify_all();
+      fail(std::current_exception());
       return;
     }
     std::lock_guard<std::mutex> lk(mu);
