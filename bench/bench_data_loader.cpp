@@ -8,8 +8,6 @@
 // The loader is built (folder scan, CSV parse, shards written) outside the timed loop; the
 // loop only calls next(), so it measures the steady state of the pipeline. Needs the shared
 // data (../shared/data); cases without it are skipped.
-#include <archive.h>
-#include <archive_entry.h>
 #include <benchmark/benchmark.h>
 #include <unistd.h>
 
@@ -22,6 +20,7 @@
 #include "data/datasets.h"
 #include "data/loader.h"
 #include "text/tokenizer.h"
+#include "tar_writer.h"  // tests/: shard writing shared with the data tests
 
 namespace fs = std::filesystem;
 using namespace clip::data;
@@ -69,26 +68,12 @@ const Flickr* flickr() {
     out->csv = scratch() + "/flickr.csv";
     clip::write_file_atomic(out->csv, csv);
     for (int s = 0; s < 2; ++s) {
-      archive* a = archive_write_new();
-      archive_write_set_format_pax_restricted(a);
-      archive_write_open_filename(a, (scratch() + "/flickr-" + std::to_string(s) + ".tar").c_str());
-      auto add = [&](const std::string& name, const std::vector<uint8_t>& bytes) {
-        archive_entry* e = archive_entry_new();
-        archive_entry_set_pathname(e, name.c_str());
-        archive_entry_set_size(e, la_int64_t(bytes.size()));
-        archive_entry_set_filetype(e, AE_IFREG);
-        archive_entry_set_perm(e, 0644);
-        archive_write_header(a, e);
-        archive_write_data(a, bytes.data(), bytes.size());
-        archive_entry_free(e);
-      };
+      clip::test::TarWriter tar(scratch() + "/flickr-" + std::to_string(s) + ".tar");
       for (size_t i = size_t(s); i < firsts.size(); i += 2) {
         const std::string key = fs::path(firsts[i].first).stem().string();
-        add(key + ".jpg", clip::read_file(dir + "/images/" + firsts[i].first));
-        add(key + ".txt", std::vector<uint8_t>(firsts[i].second.begin(), firsts[i].second.end()));
+        tar.add(key + ".jpg", clip::read_file(dir + "/images/" + firsts[i].first));
+        tar.add(key + ".txt", firsts[i].second);
       }
-      archive_write_close(a);
-      archive_write_free(a);
     }
     out->shards = scratch() + "/flickr-{0..1}.tar";
     return out;

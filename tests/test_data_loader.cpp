@@ -4,8 +4,6 @@
 // error messages, epoch boundaries, and the real CIFAR-10 test folder.
 //
 // Fixtures are written per test and per process (CTest runs the cases as parallel processes).
-#include <archive.h>
-#include <archive_entry.h>
 #include <gtest/gtest.h>
 #include <jpeglib.h>
 #include <png.h>
@@ -28,6 +26,7 @@
 #include "text/tokenizer.h"
 #include "vision/image.h"
 #include "vision/preprocess.h"
+#include "tar_writer.h"
 
 using namespace clip::data;
 namespace fs = std::filesystem;
@@ -134,27 +133,7 @@ std::string jpeg(const clip::Image& im) {
 
 void write(const std::string& path, const std::string& bytes) { clip::write_file_atomic(path, bytes); }
 
-struct TarWriter {
-  archive* a;
-  explicit TarWriter(const std::string& path) : a(archive_write_new()) {
-    archive_write_set_format_pax_restricted(a);
-    archive_write_open_filename(a, path.c_str());
-  }
-  void add(const std::string& name, const std::string& bytes) {
-    archive_entry* e = archive_entry_new();
-    archive_entry_set_pathname(e, name.c_str());
-    archive_entry_set_size(e, la_int64_t(bytes.size()));
-    archive_entry_set_filetype(e, AE_IFREG);
-    archive_entry_set_perm(e, 0644);
-    archive_write_header(a, e);
-    archive_write_data(a, bytes.data(), bytes.size());
-    archive_entry_free(e);
-  }
-  ~TarWriter() {
-    archive_write_close(a);
-    archive_write_free(a);
-  }
-};
+using clip::test::TarWriter;
 
 // `shards` tar files of `per` samples: key.jpg (or .png) + key.txt "caption <n>" + key.cls n%3.
 std::string make_shards(const std::string& dir, int shards, int per, bool captions = true) {

@@ -1,8 +1,6 @@
 // Dataset readers: RFC 4180 CSV (quotes, "" escapes, CRLF, newlines in quotes), captions
 // grouped per image, class folders, IDX (real MNIST from the shared data), WebDataset tar
 // shards written here with libarchive, brace expansion, and errors that name the file.
-#include <archive.h>
-#include <archive_entry.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -11,6 +9,7 @@
 #include "core/io.h"
 #include "eval/corrupt.h"
 #include "data/datasets.h"
+#include "tar_writer.h"
 
 using namespace clip::data;
 using namespace clip::eval;
@@ -123,28 +122,14 @@ TEST(EvalDatasets, ClassFoldersAndWebDataset) {
   const std::string dir = tmpdir("wds");
   for (int shard = 0; shard < 2; ++shard) {
     const std::string path = dir + "/shard-0" + std::to_string(shard) + ".tar";
-    archive* a = archive_write_new();
-    archive_write_set_format_pax_restricted(a);
-    ASSERT_EQ(archive_write_open_filename(a, path.c_str()), ARCHIVE_OK);
-    auto add = [&](const std::string& name, const std::string& bytes) {
-      archive_entry* e = archive_entry_new();
-      archive_entry_set_pathname(e, name.c_str());
-      archive_entry_set_size(e, la_int64_t(bytes.size()));
-      archive_entry_set_filetype(e, AE_IFREG);
-      archive_entry_set_perm(e, 0644);
-      archive_write_header(a, e);
-      archive_write_data(a, bytes.data(), bytes.size());
-      archive_entry_free(e);
-    };
+    clip::test::TarWriter tar(path);
+    ASSERT_TRUE(tar.ok()) << path;
     for (int k = 0; k < 2; ++k) {
       const std::string key = "s" + std::to_string(shard) + "/" + std::to_string(k);
-      auto png = encode_png_rgb(solid(2, 2, uint8_t(10 * (shard * 2 + k))));
-      add(key + ".png", std::string(png.begin(), png.end()));
-      add(key + ".cls", std::to_string(shard * 2 + k) + "\n");
-      add(key + ".txt", "caption " + std::to_string(shard * 2 + k));
+      tar.add(key + ".png", encode_png_rgb(solid(2, 2, uint8_t(10 * (shard * 2 + k)))));
+      tar.add(key + ".cls", std::to_string(shard * 2 + k) + "\n");
+      tar.add(key + ".txt", "caption " + std::to_string(shard * 2 + k));
     }
-    archive_write_close(a);
-    archive_write_free(a);
   }
   auto w = open_dataset(dir + "/shard-{00..01}.tar");
   ASSERT_EQ(w.size(), 4u);
