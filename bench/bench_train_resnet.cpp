@@ -21,6 +21,7 @@
 
 #include "train/loss.h"
 #include "train/resnet_tower.h"
+#include "train_bench_main.h"
 
 using namespace clip;
 using namespace clip::train;
@@ -91,27 +92,9 @@ void BM_TrainResNetRN50Batch8(benchmark::State& s) { run(s, resnet({3, 4, 6, 3},
 }  // namespace
 
 int main(int argc, char** argv) {
-  const char* env = std::getenv("CLIP_TRAIN_STEPS");
-  const int steps = env ? std::atoi(env) : 0;
-  struct Case {
-    const char* name;
-    void (*fn)(benchmark::State&);
-    benchmark::TimeUnit unit;
-    int default_iterations;  // 0: google benchmark's search
-  };
-  const Case cases[] = {
+  return clip::bench::run_train_benchmarks(argc, argv, {
       {"BM_TrainResNetTiny", BM_TrainResNetTiny, benchmark::kMillisecond, 0},
       {"BM_TrainResNetRN50Batch8", BM_TrainResNetRN50Batch8, benchmark::kSecond, 3},
       {"BM_TrainResNetRN50Batch32", BM_TrainResNetRN50Batch32, benchmark::kSecond, 3},
-  };
-  for (const Case& c : cases) {
-    auto* b = benchmark::RegisterBenchmark(c.name, c.fn)->Unit(c.unit)->UseRealTime();
-    if (steps > 0) b->Iterations(steps);
-    else if (c.default_iterations > 0) b->Iterations(c.default_iterations);
-  }
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  });
 }

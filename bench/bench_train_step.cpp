@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "train/trainer.h"
+#include "train_bench_main.h"
 
 using namespace clip;
 using namespace clip::train;
@@ -137,18 +138,9 @@ void BM_TrainStepViTB32Batch32Micro8Recompute(benchmark::State& s) { run(s, vit_
 
 }  // namespace
 
-// CLIP_TRAIN_STEPS=n fixes the number of timed steps of every benchmark (one run, no
-// iteration-count search; tools/bench_torch_train.py uses it).
+// CLIP_TRAIN_STEPS=n: see train_bench_main.h.
 int main(int argc, char** argv) {
-  const char* env = std::getenv("CLIP_TRAIN_STEPS");
-  const int steps = env ? std::atoi(env) : 0;
-  struct Case {
-    const char* name;
-    void (*fn)(benchmark::State&);
-    benchmark::TimeUnit unit;
-    int default_iterations;  // 0: google benchmark's search
-  };
-  const Case cases[] = {
+  return clip::bench::run_train_benchmarks(argc, argv, {
       {"BM_TrainStepTiny", BM_TrainStepTiny, benchmark::kMillisecond, 0},
       {"BM_TrainStepTinyBatch64", BM_TrainStepTinyBatch64, benchmark::kMillisecond, 0},
       {"BM_TrainStepTinyMicro2Recompute", BM_TrainStepTinyMicro2Recompute, benchmark::kMillisecond, 0},
@@ -157,15 +149,5 @@ int main(int argc, char** argv) {
       {"BM_TrainStepCifarW128L4Batch128", BM_TrainStepCifarW128L4Batch128, benchmark::kMillisecond, 0},
       {"BM_TrainStepViTB32Batch32", BM_TrainStepViTB32Batch32, benchmark::kSecond, 3},
       {"BM_TrainStepViTB32Batch32Micro8Recompute", BM_TrainStepViTB32Batch32Micro8Recompute, benchmark::kSecond, 2},
-  };
-  for (const Case& c : cases) {
-    auto* b = benchmark::RegisterBenchmark(c.name, c.fn)->Unit(c.unit)->UseRealTime();
-    if (steps > 0) b->Iterations(steps);
-    else if (c.default_iterations > 0) b->Iterations(c.default_iterations);
-  }
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  });
 }
