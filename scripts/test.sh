@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README, CI): Release build + all tests, an ASan/UBSan build + tests,
-# and each libFuzzer target run briefly. Set CLIP_TEST_QUICK=1 to run only the Release part.
+# and each libFuzzer target run briefly. Set CLIP_TEST_QUICK=1 to run only the Release part
+# (the Release suite runs under each instruction-set cap of CLIP_TEST_ISA_CAPS as well).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS=${JOBS:-$(nproc)}
@@ -13,6 +14,15 @@ echo "== Release build and tests"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j "$JOBS"
 ctest --test-dir build --output-on-failure -j "$JOBS"
+
+# The same suite with the kernel paths of older CPUs (CLIP_MAX_ISA caps our kernels and
+# oneDNN's; src/core/cpu_features.h), so a change that breaks exactness or a tolerance on one
+# CPU is seen on any machine. The run above used this machine's best.
+echo "== CPU: $(build/clip info --system | sed -n 's/^cpu: *//p'); best: $(build/clip info --system | sed -n 's/^best isa: *//p')"
+for cap in ${CLIP_TEST_ISA_CAPS:-avx512 avx2 sse41}; do
+  echo "== Release tests with CLIP_MAX_ISA=$cap ($(CLIP_MAX_ISA=$cap build/clip info --system | sed -n 's/^oneDNN kernels: *//p') oneDNN kernels)"
+  CLIP_MAX_ISA=$cap ctest --test-dir build --output-on-failure -j "$JOBS"
+done
 
 if [ "${CLIP_TEST_QUICK:-0}" = "1" ]; then exit 0; fi
 

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -90,4 +91,62 @@ TEST(AppInfo, HostileFileFailsWithOneLine) {
   EXPECT_EQ(r.status, 1);
   EXPECT_EQ(r.err.rfind("clip: error: " + empty + ": file is empty", 0), 0u) << r.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+}
+
+// `clip info --system` and the CLIP_MAX_ISA cap (issue 14): the cap lowers the path our kernels
+// and oneDNN take, never raises it, and a bad value is a clear error.
+namespace {
+// Runs `clip info --system` with CLIP_MAX_ISA set to cap (unset for ""), restoring the
+// caller's value afterwards (CI runs this suite under caps too).
+CliRun info_system(const std::string& cap) {
+  const char* old = std::getenv("CLIP_MAX_ISA");
+  const std::string saved = old ? old : "";
+  if (cap.empty()) ::unsetenv("CLIP_MAX_ISA"); else ::setenv("CLIP_MAX_ISA", cap.c_str(), 1);
+  CliRun r = run_clip("info --system");
+  if (old) ::setenv("CLIP_MAX_ISA", saved.c_str(), 1); else ::unsetenv("CLIP_MAX_ISA");
+  return r;
+}
+std::string field(const std::string& out, const std::string& key) {
+  const size_t at = out.find(key + ":");
+  if (at == std::string::npos) return "";
+  const size_t b = out.find_first_not_of(' ', at + key.size() + 1), e = out.find('\n', at);
+  return out.substr(b, e - b);
+}
+}  // namespace
+
+TEST(AppInfo, SystemReportsTheCpuAndTheCapLowersThePaths) {
+  if (!have_binary()) GTEST_SKIP() << "clip binary not built";
+  const CliRun native = info_system("");
+  ASSERT_EQ(native.status, 0) << native.err;
+  const std::string best = field(native.out, "best isa");
+  EXPECT_EQ(field(native.out, "isa in use"), best);
+  EXPECT_FALSE(field(native.out, "cpu features").empty());
+  const bool has_avx2 = best != "sse41";
+
+  const CliRun base = info_system("sse41");
+  ASSERT_EQ(base.status, 0) << base.err;
+  EXPECT_EQ(field(base.out, "isa in use"), "sse41");
+  EXPECT_EQ(field(base.out, "own kernels"), "baseline (scalar/SSE)");
+  EXPECT_EQ(field(base.out, "oneDNN kernels"), "sse41");
+  EXPECT_EQ(field(base.out, "best isa"), best);  // the cap does not change what the CPU has
+
+  const CliRun avx2 = info_system("avx2");
+  ASSERT_EQ(avx2.status, 0) << avx2.err;
+  if (has_avx2) {
+    EXPECT_EQ(field(avx2.out, "isa in use"), "avx2");
+    EXPECT_EQ(field(avx2.out, "own kernels"), "avx2+fma");
+    EXPECT_EQ(field(avx2.out, "oneDNN kernels"), "avx2");
+  }
+  // A cap above the CPU changes nothing.
+  const CliRun amx = info_system("amx");
+  ASSERT_EQ(amx.status, 0) << amx.err;
+  EXPECT_EQ(field(amx.out, "isa in use"), best);
+}
+
+TEST(AppInfo, BadIsaCapIsAClearError) {
+  if (!have_binary()) GTEST_SKIP() << "clip binary not built";
+  const CliRun r = info_system("avx9000");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("CLIP_MAX_ISA=avx9000: unknown instruction set"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("terminate"), std::string::npos) << r.err;
 }

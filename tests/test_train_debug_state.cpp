@@ -20,7 +20,9 @@
 //     tensor's largest entry (a normwise 1e-5 bound).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <map>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -287,8 +289,115 @@ void check_float64(const Reference& ref) {
   }
 }
 
-// float32: against torch's float32 run, and against the float64 truth with a bound derived
-// from torch's own float32 error (see the top of this file).
+// ---- The float32 criterion: per tensor, normwise, against the float64 truth ----
+// An element-wise bound is decided by a few near-zero entries whose float32 rounding depends
+// on the kernels the CPU runs (oneDNN's blocking for AVX2, AVX-512 or AMX; vector widths of
+// reductions), so it passed on one CPU and failed on another (issue 14). Per tensor, the
+// Euclidean error of our float32 run against torch's float64 run must be within
+//     kTorchFactor * (torch float32's own error of that tensor)
+//   + kRelFloor * |reference tensor|       (float32's precision through the whole network)
+//   + floor * sqrt(tensor size)            (an allowance per entry, for near-zero entries)
+// Gradients: floor = kGradFloor * rms(all gradient entries). Parameters after the AdamW steps:
+// the reference tensor is the update p_final - p_0, and floor = kStepFloor * (sum of the
+// steps' learning rates): Adam divides each gradient entry by its own magnitude, so the
+// rounding noise of a near-zero entry moves its parameter by up to a sizeable part of a full
+// step, whatever the gradient's size.
+// torch's float32 run is a second, independent float32 implementation: rounding differences
+// between two correct implementations are of the same size, whatever the CPU. A real bug is
+// not: Float32CriterionCatchesRealBugs shows a dropped term failing it by orders of magnitude.
+constexpr double kTorchFactor = 4.0, kRelFloor = 2e-6, kGradFloor = 1e-6, kStepFloor = 1e-4;
+
+using TensorSet = std::map<std::string, std::vector<double>>;
+
+struct Normwise {
+  double worst = 0;  // max over tensors of error / bound; <= 1 passes
+  std::string worst_name;
+  double worst_err = 0, worst_bound = 0;
+};
+
+TensorSet stored(const Reference& ref, const std::string& prefix,
+                 const std::vector<ParamEntry>& entries, bool skip_key_bias = false) {
+  TensorSet s;
+  for (const auto& e : entries) {
+    const auto v = ref.get(prefix + e.name);
+    std::vector<double> d(v.begin(), v.end());
+    if (skip_key_bias) erase_range(d, key_bias_range(e));
+    s[e.name] = std::move(d);
+  }
+  return s;
+}
+// ours, truth, torch32: the same tensors; base: subtracted from truth for the relative floor
+// (the initial parameters), or empty; floor: the allowance per entry (see above).
+Normwise normwise(const TensorSet& ours, const TensorSet& truth, const TensorSet& torch32,
+                  const TensorSet& base, double floor) {
+  Normwise n;
+  for (const auto& [name, b] : truth) {
+    const auto& a = ours.at(name);
+    const auto& t = torch32.at(name);
+    double e = 0, te = 0, r = 0;
+    for (size_t i = 0; i < b.size(); ++i) {
+      e += (a[i] - b[i]) * (a[i] - b[i]);
+      te += (t[i] - b[i]) * (t[i] - b[i]);
+      const double ref = b[i] - (base.empty() ? 0.0 : base.at(name)[i]);
+      r += ref * ref;
+    }
+    const double bound =
+        kTorchFactor * std::sqrt(te) + kRelFloor * std::sqrt(r) + floor * std::sqrt(double(b.size()));
+    const double ratio = std::sqrt(e) / bound;
+    if (ratio > n.worst) n = Normwise{ratio, name, std::sqrt(e), bound};
+  }
+  return n;
+}
+Normwise normwise_grads(const TensorSet& ours, const TensorSet& truth, const TensorSet& torch32) {
+  double sq = 0;
+  size_t count = 0;
+  for (const auto& [name, b] : truth)
+    for (double v : b) sq += v * v, ++count;
+  return normwise(ours, truth, torch32, {}, kGradFloor * std::sqrt(sq / double(std::max<size_t>(count, 1))));
+}
+Normwise normwise_params(const Reference& ref, const TensorSet& ours,
+                         const std::vector<ParamEntry>& entries) {
+  double lr_sum = 0;
+  for (float lr : ref.get("step.lr")) lr_sum += lr;
+  return normwise(ours, stored(ref, "final64.", entries, true), stored(ref, "final.", entries, true),
+                  stored(ref, "param.", entries, true), kStepFloor * lr_sum);
+}
+
+void print(const char* what, const Normwise& n) {
+  std::printf("%-44s worst error/bound %.3f at %s (error %.3e, bound %.3e)\n", what, n.worst,
+              n.worst_name.c_str(), n.worst_err, n.worst_bound);
+}
+
+template <typename T>
+TensorSet of_arena(const T* arena, const std::vector<ParamEntry>& entries,
+                   bool skip_key_bias = false) {
+  TensorSet s;
+  for (const auto& e : entries) {
+    std::vector<double> d(arena + e.offset, arena + e.offset + e.numel);
+    if (skip_key_bias) erase_range(d, key_bias_range(e));
+    s[e.name] = std::move(d);
+  }
+  return s;
+}
+
+TensorSet float32_gradients(const Reference& ref, bool image_training = true) {
+  TrainableClip<float> m(ref.config);
+  m.load(initial_params(ref, m));
+  m.set_image_training(image_training);
+  contrastive_gradients(m, ref.pixels.data(), ref.ids.data(), ref.N);
+  return of_arena(m.grads(), m.parameters());
+}
+
+// Parameters after the reference's AdamW steps (key biases left out: see check_float32).
+TensorSet float32_steps(const Reference& ref, TrainConfig tc) {
+  TrainableClip<float> m(ref.config);
+  m.load(initial_params(ref, m));
+  Trainer<float> trainer(m, tc);
+  for (int s = 0; s < int(ref.hp["steps"]); ++s) trainer.step(ref.pixels.data(), ref.ids.data(), ref.N);
+  return of_arena(m.params(), m.parameters(), true);
+}
+
+// float32: against torch's float32 run, and against the float64 truth with the criterion above.
 void check_float32(const Reference& ref) {
   TrainableClip<float> m(ref.config);
   m.load(initial_params(ref, m));
@@ -302,12 +411,14 @@ void check_float32(const Reference& ref) {
   print("float32 grads vs torch float32", vs32);
   print("float32 grads vs torch float64", vs64);
   print("torch float32 grads vs torch float64", torch32);
-  // Normwise 1e-5 against both references.
+  // Normwise 1e-5 of the largest gradient against both references.
   EXPECT_LE(vs32.max_abs, 1e-5 * vs32.max_ref);
   EXPECT_LE(vs64.max_abs, 1e-5 * vs64.max_ref);
-  // No worse than twice torch's own float32 error, in max-abs and element-wise terms.
-  EXPECT_LE(vs64.max_abs, 2 * torch32.max_abs + 1e-7);
-  EXPECT_LE(vs64.worst, std::max(1.0, 2 * torch32.worst)) << vs64.worst_name;
+  const auto& entries = m.parameters();
+  const Normwise g = normwise_grads(of_arena(m.grads(), entries), stored(ref, "grad64.", entries),
+                                    stored(ref, "grad.", entries));
+  print("float32 grads vs torch float64, per tensor", g);
+  EXPECT_LE(g.worst, 1.0) << g.worst_name;
 
   TrainableClip<float> m2(ref.config);
   m2.load(initial_params(ref, m2));
@@ -328,22 +439,15 @@ void check_float32(const Reference& ref) {
   print("torch float32 params vs torch float64", torch_p);
   EXPECT_LE(p32.max_abs, 1e-6 + 2 * torch_p.max_abs);
   EXPECT_LE(p64.max_abs, 1e-6 + 2 * torch_p.max_abs);
-  // Where the float32 runs differ by more than 1e-6: the KEY part of attn.in_proj_bias. Its
-  // exact gradient is zero (a key bias adds the same amount to every score of a softmax row),
-  // so in float32 it is pure rounding noise (~1e-9), which Adam divides by sqrt(v) + eps
-  // (eps = 1e-6) into steps of up to a few 1e-6 in a direction set by noise; torch's own float32
-  // run shows the same (torch float32 vs float64 above). Every other parameter meets the
-  // issue's 1e-6 against both references.
-  const Diff q32 = compare_params(ref, m2, "final.", true);
-  const Diff q64 = compare_params(ref, m2, "final64.", true);
-  print("  ... without the key biases, vs torch float32", q32);
-  print("  ... without the key biases, vs torch float64", q64);
-  // Against the exact answer (float64) every such parameter is within 1e-6. Against torch's
-  // float32 run the two float32 roundings add up: within 1e-6 plus torch's own float32 error.
-  const Diff torch_q = compare_ref(ref, m2, "final.", "final64.", 0.0, 1e-6, true);
-  print("  ... torch float32 vs torch float64 without the key biases", torch_q);
-  EXPECT_LE(q64.worst, 1.0) << q64.worst_name;
-  EXPECT_LE(q32.worst, 1.0 + torch_q.worst) << q32.worst_name;
+  // The KEY part of attn.in_proj_bias (and the attention pool's k_proj.bias) is left out of
+  // the per-tensor check: its exact gradient is zero (a key bias adds the same amount to every
+  // score of a softmax row), so in float32 it is pure rounding noise (~1e-9), which Adam
+  // divides by sqrt(v) + eps (eps = 1e-6) into steps of up to a few 1e-6 in a direction set by
+  // noise; torch's own float32 run shows the same (torch float32 vs float64 above, and the
+  // max-abs bounds just above still cover those entries).
+  const Normwise p = normwise_params(ref, of_arena(m2.params(), entries, true), entries);
+  print("float32 params after 5 steps vs float64, per tensor", p);
+  EXPECT_LE(p.worst, 1.0) << p.worst_name;
   if (m2.resnet()) {
     const Diff b32 = compare_running_stats(ref, m2, "finalbuf.", 1e-5, 1e-7);
     const Diff b64 = compare_running_stats(ref, m2, "finalbuf64.", 1e-5, 1e-7);
@@ -356,6 +460,56 @@ void check_float32(const Reference& ref) {
   }
 }
 
+// The float32 criterion must still fail on real bugs, on the same data:
+//  - batch norm run on its running statistics during training (its batch-statistics terms
+//    dropped from forward and backward: the classic "model left in eval mode");
+//  - one gradient entry dropped (an off-by-one in a loop): the entry of median magnitude among
+//    the nonzero entries of each tensor with at least 16 of them, one tensor at a time;
+//  - the decoupled weight-decay term dropped from AdamW (parameters after the steps).
+void check_criterion_catches_bugs(const Reference& ref) {
+  TrainableClip<float> shape(ref.config);
+  const auto& entries = shape.parameters();
+  const TensorSet truth = stored(ref, "grad64.", entries), torch32 = stored(ref, "grad.", entries);
+  const TensorSet good = float32_gradients(ref);
+  ASSERT_LE(normwise_grads(good, truth, torch32).worst, 1.0);
+  if (shape.resnet()) {
+    const Normwise n = normwise_grads(float32_gradients(ref, /*image_training=*/false), truth, torch32);
+    print("batch norm in eval mode", n);
+    EXPECT_GT(n.worst, 10.0);
+  }
+  int tensors = 0;
+  double least = 1e300;
+  std::string least_name;
+  for (const auto& e : entries) {
+    if (e.numel < 16) continue;
+    TensorSet bad = good;
+    auto& v = bad[e.name];
+    const auto& exact = truth.at(e.name);
+    const auto key = key_bias_range(e);  // exact gradient zero: nothing to drop there
+    std::vector<size_t> order;
+    for (size_t i = 0; i < exact.size(); ++i)
+      if (exact[i] != 0.0 && !(key.first <= i && i < key.second)) order.push_back(i);
+    if (order.size() < 16) continue;
+    std::nth_element(order.begin(), order.begin() + long(order.size() / 2), order.end(),
+                     [&](size_t a, size_t b) { return std::abs(exact[a]) < std::abs(exact[b]); });
+    const size_t i = order[order.size() / 2];
+    v[i] = 0.0;
+    const Normwise n = normwise_grads(bad, truth, torch32);
+    if (n.worst < least) least = n.worst, least_name = e.name;
+    EXPECT_GT(n.worst, 1.0) << "dropping the median entry of " << e.name << " passes";
+    ++tensors;
+  }
+  std::printf("one median gradient entry dropped: %d tensors, least error/bound %.1f (%s)\n",
+              tensors, least, least_name.c_str());
+  EXPECT_GT(tensors, 10);
+
+  TrainConfig no_decay = train_config<float>(ref);
+  no_decay.adamw.weight_decay = 0.0;
+  const Normwise p = normwise_params(ref, float32_steps(ref, no_decay), entries);
+  print("AdamW without its weight-decay term", p);
+  EXPECT_GT(p.worst, 10.0);
+}
+
 TEST(TrainDebugState, Float64MatchesTorchFloat64) { check_float64(load_reference()); }
 TEST(TrainDebugState, Float32MatchesTorch) { check_float32(load_reference()); }
 TEST(TrainDebugState, ResNetFloat64MatchesTorchFloat64) {
@@ -364,6 +518,10 @@ TEST(TrainDebugState, ResNetFloat64MatchesTorchFloat64) {
   check_float64(ref);
 }
 TEST(TrainDebugState, ResNetFloat32MatchesTorch) { check_float32(load_reference(kResNetPath)); }
+TEST(TrainDebugState, Float32CriterionCatchesRealBugs) { check_criterion_catches_bugs(load_reference()); }
+TEST(TrainDebugState, ResNetFloat32CriterionCatchesRealBugs) {
+  check_criterion_catches_bugs(load_reference(kResNetPath));
+}
 
 // The same with GELU instead of QuickGELU. This state is not committed (size): it is generated
 // here by the reference script, which needs Debian's python3-torch.

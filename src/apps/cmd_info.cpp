@@ -7,7 +7,9 @@
 #include <string>
 
 #include "apps/command.h"
+#include "core/cpu_features.h"
 #include "core/error.h"
+#include "core/matmul.h"
 #include "model/config.h"
 #include "model/weights.h"
 
@@ -18,7 +20,24 @@ struct InfoOptions {
   std::string model;
   std::string config;
   bool json = false;
+  bool system = false;
 };
+
+// `clip info --system`: the CPU, what it supports, the CLIP_MAX_ISA cap and the kernel paths
+// this process uses under it.
+void print_system() {
+  std::printf("%s", cpu_report().c_str());
+  std::printf("matrix products:  %s\n", matmul_backend_name());
+  std::printf("build:            %s\n",
+#if defined(__AVX512F__)
+              "compiled for AVX-512 (CLIP_NATIVE)"
+#elif defined(__AVX2__)
+              "compiled for AVX2 (CLIP_NATIVE)"
+#else
+              "portable (x86-64-v2 baseline, kernels chosen at run time)"
+#endif
+  );
+}
 
 std::string with_commas(int64_t n) {
   std::string s = std::to_string(n), out;
@@ -39,6 +58,12 @@ std::string human_bytes(uint64_t b) {
 }
 
 void run_info(const InfoOptions& o) {
+  if (o.system) {
+    print_system();
+    if (o.model.empty()) return;
+    std::printf("\n");
+  }
+  if (o.model.empty()) throw Error("info: --model is required (or --system for the machine)");
   LoadOptions lo;
   lo.config_path = o.config;
   lo.validate_only = true;
@@ -111,7 +136,9 @@ void run_info(const InfoOptions& o) {
 const CommandRegistrar info_command("info", 70, [](CLI::App& root) {
   auto opts = std::make_shared<InfoOptions>();
   CLI::App* cmd = root.add_subcommand("info", "Describe a model: naming scheme, architecture, parameters, dtype");
-  cmd->add_option("-m,--model", opts->model, "A .safetensors file or a model directory")->required();
+  cmd->add_option("-m,--model", opts->model, "A .safetensors file or a model directory");
+  cmd->add_flag("--system", opts->system,
+                "Describe this machine instead: CPU features, the CLIP_MAX_ISA cap, kernel paths");
   cmd->add_option("--config", opts->config, "Model config JSON (open_clip or Hugging Face) overriding the model's");
   cmd->add_flag("--json", opts->json, "Print JSON");
   cmd->callback([opts] { run_info(*opts); });

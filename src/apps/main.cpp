@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "apps/command.h"
+#include "core/cpu_features.h"
 #include "core/error.h"
 
 namespace clip::app {
@@ -35,6 +36,7 @@ int main(int argc, char** argv) {
                    [](const Entry& a, const Entry& b) { return a.order < b.order; });
   for (auto& e : entries) e.setup(app);
   try {
+    clip::cpu_isa();  // a bad CLIP_MAX_ISA is an error before any work
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);

@@ -18,6 +18,7 @@
 #include <dnnl.hpp>
 #endif
 
+#include "core/cpu_features.h"
 #include "core/error.h"
 
 namespace clip::conv {
@@ -112,6 +113,7 @@ void check_shape(const Conv2dShape& s) {
 
 #if defined(CLIP_HAVE_ONEDNN)
 dnnl::engine& onednn_engine() {
+  apply_isa_cap_to_onednn();
   static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   return engine;
 }

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "core/cpu_features.h"
 #include "core/error.h"
 
 #if defined(CLIP_HAVE_ONEDNN)
@@ -46,6 +47,7 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
            const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
            int64_t ldc) {
   if (M <= 0 || N <= 0) return;
+  apply_isa_cap_to_onednn();
   // dnnl_sgemm is row-major and runs serially when called inside an OpenMP parallel region.
   dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, A,
                                 lda, B, ldb, beta, C, ldc);
@@ -118,6 +120,7 @@ PackedWeight::PackedWeight(const float* weight, int64_t N, int64_t K, bool pack)
   // packed A. The row count given to the packing only steers its blocking: any M may be
   // multiplied later; a large one gives the compact layout (no padding for small-M blocking).
   namespace cpu = dnnl::impl::cpu;
+  apply_isa_cap_to_onednn();
   const dnnl_dim_t m = N, rows = 1024, k = K, lda = K, ldb = K;
   size_t bytes = 0;
   bool worth_packing = false;

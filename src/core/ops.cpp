@@ -2,10 +2,6 @@
 
 #include <omp.h>
 
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#endif
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -13,8 +9,10 @@
 #include <string>
 #include <vector>
 
+#include "core/cpu_features.h"
 #include "core/error.h"
 #include "core/matmul.h"
+#include "core/simd_target.h"
 
 namespace clip {
 
@@ -63,8 +61,11 @@ inline float erf_inline(float x) {
   return p / q;
 }
 
-#if defined(__AVX2__) && defined(__FMA__)
-#define CLIP_OPS_AVX2 1
+}  // namespace
+
+// ---- AVX2 + FMA kernels, used where cpu_use_avx2() (chosen at run time)
+CLIP_AVX2_BEGIN
+namespace {
 // The same Cephes exp as exp_inline, eight lanes at a time (GCC does not vectorise the scalar
 // version: floor and the float->int conversion stay scalar).
 inline __m256 exp8(__m256 x) {
@@ -101,8 +102,46 @@ inline __m256 erf8(__m256 x) {
   q = _mm256_fmadd_ps(x2, q, _mm256_set1_ps(-1.42647390514189e-02f));
   return _mm256_div_ps(p, q);
 }
-#endif
+
+// The vector parts of the passes below; each returns where its 8-lane loop stopped (the
+// caller finishes the tail with the scalar form).
+int64_t quick_gelu_avx2(float* out, const float* inp, int64_t i, int64_t end) {
+  for (; i + 8 <= end; i += 8) {
+    const __m256 x = _mm256_loadu_ps(inp + i);
+    const __m256 e = exp8(_mm256_mul_ps(x, _mm256_set1_ps(-1.702f)));
+    _mm256_storeu_ps(out + i, _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.f), e)));
+  }
+  return i;
+}
+int64_t gelu_avx2(float* out, const float* inp, int64_t i, int64_t end) {
+  for (; i + 8 <= end; i += 8) {
+    const __m256 x = _mm256_loadu_ps(inp + i);
+    const __m256 half_x = _mm256_mul_ps(x, _mm256_set1_ps(0.5f));
+    const __m256 e = erf8(_mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f)));
+    _mm256_storeu_ps(out + i, _mm256_fmadd_ps(half_x, e, half_x));
+  }
+  return i;
+}
+// x[j] = exp(x[j] - m) over whole groups of eight; *sum = the lanes' sums added in lane order.
+int64_t softmax_exp_avx2(float* x, int64_t n, float m, float* sum) {
+  const __m256 vm = _mm256_set1_ps(m);
+  __m256 vs = _mm256_setzero_ps();
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + j), vm));
+    _mm256_storeu_ps(x + j, e);
+    vs = _mm256_add_ps(vs, e);
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, vs);
+  float s = 0.f;
+  for (float l : lanes) s += l;
+  *sum = s;
+  return j;
+}
 }  // namespace
+CLIP_AVX2_END
+
 
 float exp_approx(float x) { return exp_inline(x); }
 float erf_approx(float x) { return erf_inline(x); }
@@ -132,49 +171,29 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
   }
 }
 
-// Elementwise f(x) over [0, n): eight lanes with AVX2 when built for it, scalar tail.
+// Elementwise over [0, n) in chunks: vec(out, inp, i, end) does what it can in eight lanes
+// (AVX2, where the CPU runs it) and returns where it stopped; scalar(x) does the rest.
 template <class Vec, class Scalar>
 inline void elementwise(float* out, const float* inp, int64_t n, Vec vec, Scalar scalar) {
   constexpr int64_t kChunk = 4096;  // whole chunks per thread, multiples of 8
   const int64_t chunks = (n + kChunk - 1) / kChunk;
+  const bool avx2 = cpu_use_avx2();
 #pragma omp parallel for schedule(static) if (worth_parallel(n))
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t begin = c * kChunk, end = std::min(n, begin + kChunk);
-    int64_t i = begin;
-#if defined(CLIP_OPS_AVX2)
-    for (; i + 8 <= end; i += 8) _mm256_storeu_ps(out + i, vec(_mm256_loadu_ps(inp + i)));
-#endif
+    int64_t i = avx2 ? vec(out, inp, begin, end) : begin;
     for (; i < end; ++i) out[i] = scalar(inp[i]);
   }
 }
 
 void quick_gelu_forward(float* out, const float* inp, int64_t n) {
-  elementwise(
-      out, inp, n,
-#if defined(CLIP_OPS_AVX2)
-      [](__m256 x) {
-        const __m256 e = exp8(_mm256_mul_ps(x, _mm256_set1_ps(-1.702f)));
-        return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.f), e));
-      },
-#else
-      0,
-#endif
-      [](float x) { return x / (1.f + exp_inline(-1.702f * x)); });
+  elementwise(out, inp, n, quick_gelu_avx2,
+              [](float x) { return x / (1.f + exp_inline(-1.702f * x)); });
 }
 
 void gelu_forward(float* out, const float* inp, int64_t n) {
-  elementwise(
-      out, inp, n,
-#if defined(CLIP_OPS_AVX2)
-      [](__m256 x) {
-        const __m256 half_x = _mm256_mul_ps(x, _mm256_set1_ps(0.5f));
-        const __m256 e = erf8(_mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f)));
-        return _mm256_fmadd_ps(half_x, e, half_x);
-      },
-#else
-      0,
-#endif
-      [](float x) { return 0.5f * x * (1.f + erf_inline(x * 0.70710678118654752f)); });
+  elementwise(out, inp, n, gelu_avx2,
+              [](float x) { return 0.5f * x * (1.f + erf_inline(x * 0.70710678118654752f)); });
 }
 
 void activation_forward(Activation act, float* out, const float* inp, int64_t n) {
@@ -189,19 +208,7 @@ inline void softmax_row(float* x, int64_t n) {
   float m = -std::numeric_limits<float>::infinity();
   for (int64_t j = 0; j < n; ++j) m = x[j] > m ? x[j] : m;  // std::fmax is a libm call
   float s = 0.f;
-  int64_t j = 0;
-#if defined(CLIP_OPS_AVX2)
-  const __m256 vm = _mm256_set1_ps(m);
-  __m256 vs = _mm256_setzero_ps();
-  for (; j + 8 <= n; j += 8) {
-    const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + j), vm));
-    _mm256_storeu_ps(x + j, e);
-    vs = _mm256_add_ps(vs, e);
-  }
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, vs);
-  for (float l : lanes) s += l;
-#endif
+  int64_t j = cpu_use_avx2() ? softmax_exp_avx2(x, n, m, &s) : 0;
   for (; j < n; ++j) {
     const float e = exp_inline(x[j] - m);
     x[j] = e;

@@ -3,18 +3,15 @@
 #include <cblas.h>
 #include <omp.h>
 
-#include "core/matmul.h"
-
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <type_traits>
 #include <vector>
 
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#define CLIP_TRAIN_AVX2 1
-#endif
+#include "core/cpu_features.h"
+#include "core/matmul.h"
+#include "core/simd_target.h"
 
 namespace clip::train {
 
@@ -24,7 +21,11 @@ inline CBLAS_TRANSPOSE tr(bool t) { return t ? CblasTrans : CblasNoTrans; }
 // also keeps them fast when the machine is busy.
 inline bool parallel_worth_it(int64_t work) { return work >= (int64_t(1) << 17); }
 
-#if CLIP_TRAIN_AVX2
+}  // namespace
+
+// ---- AVX2 + FMA kernels, used where cpu_use_avx2() (chosen at run time)
+CLIP_AVX2_BEGIN
+namespace {
 // Vector math for the float path: GCC leaves std::exp and std::erf as scalar libm calls, which
 // made the activations ~10 % of a training step.
 // Cephes' expf, eight lanes at a time: src/core/ops.cpp's exp8 with its last two additions
@@ -91,7 +92,10 @@ inline float hmax8(__m256 v) {
   lo = _mm_max_ss(lo, _mm_movehdup_ps(lo));
   return _mm_cvtss_f32(lo);
 }
-#endif
+}  // namespace
+CLIP_AVX2_END
+
+namespace {
 
 // Sums in double with eight independent partial sums (vectorisable; a fixed order, so the
 // result does not depend on threads). f(c) gives the c-th term.
@@ -312,9 +316,10 @@ void act_bwd_range(Act act, T* dx, const T* dy, const T* x, int64_t i0, int64_t 
   act_bwd_scalar(act, dx, dy, x, i0, i1, accumulate);
 }
 
-#if CLIP_TRAIN_AVX2
-template <>
-void act_fwd_range<float>(Act act, float* y, const float* x, int64_t i0, int64_t i1) {
+}  // namespace
+CLIP_AVX2_BEGIN
+namespace {
+void act_fwd_range_avx2(Act act, float* y, const float* x, int64_t i0, int64_t i1) {
   int64_t i = i0;
   const __m256 one = _mm256_set1_ps(1.f);
   if (act == Act::QuickGELU) {
@@ -332,8 +337,7 @@ void act_fwd_range<float>(Act act, float* y, const float* x, int64_t i0, int64_t
   }
   act_fwd_scalar(act, y, x, i, i1);
 }
-template <>
-void act_bwd_range<float>(Act act, float* dx, const float* dy, const float* x, int64_t i0,
+void act_bwd_range_avx2(Act act, float* dx, const float* dy, const float* x, int64_t i0,
                           int64_t i1, bool accumulate) {
   int64_t i = i0;
   const __m256 one = _mm256_set1_ps(1.f);
@@ -358,7 +362,24 @@ void act_bwd_range<float>(Act act, float* dx, const float* dy, const float* x, i
   }
   act_bwd_scalar(act, dx, dy, x, i, i1, accumulate);
 }
-#endif
+}  // namespace
+CLIP_AVX2_END
+namespace {
+template <>
+void act_fwd_range<float>(Act act, float* y, const float* x, int64_t i0, int64_t i1) {
+  if (cpu_use_avx2())
+    act_fwd_range_avx2(act, y, x, i0, i1);
+  else
+    act_fwd_scalar(act, y, x, i0, i1);
+}
+template <>
+void act_bwd_range<float>(Act act, float* dx, const float* dy, const float* x, int64_t i0,
+                          int64_t i1, bool accumulate) {
+  if (cpu_use_avx2())
+    act_bwd_range_avx2(act, dx, dy, x, i0, i1, accumulate);
+  else
+    act_bwd_scalar(act, dx, dy, x, i0, i1, accumulate);
+}
 
 // Splits [0, n) into per-thread ranges (multiples of 64 elements) when worth it.
 template <typename F>
@@ -391,7 +412,7 @@ void activation_backward(Act act, T* dx, const T* dy, const T* x, int64_t n, boo
 namespace {
 // In place over row[0, n): softmax; row[n, L) = 0 (the causal mask).
 template <typename T>
-inline void softmax_row(T* row, int64_t n, int64_t L) {
+inline void softmax_row_generic(T* row, int64_t n, int64_t L) {
   T mx = -std::numeric_limits<T>::infinity();
   for (int64_t j = 0; j < n; ++j) mx = std::max(mx, row[j]);
   T sum = 0;
@@ -403,9 +424,14 @@ inline void softmax_row(T* row, int64_t n, int64_t L) {
   for (int64_t j = 0; j < n; ++j) row[j] *= inv;
   for (int64_t j = n; j < L; ++j) row[j] = 0;
 }
-#if CLIP_TRAIN_AVX2
-template <>
-inline void softmax_row<float>(float* row, int64_t n, int64_t L) {
+template <typename T>
+inline void softmax_row(T* row, int64_t n, int64_t L) {
+  softmax_row_generic(row, n, L);
+}
+}  // namespace
+CLIP_AVX2_BEGIN
+namespace {
+void softmax_row_avx2(float* row, int64_t n, int64_t L) {
   int64_t j = 0;
   __m256 vmx = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
   for (; j + 8 <= n; j += 8) vmx = _mm256_max_ps(vmx, _mm256_loadu_ps(row + j));
@@ -433,20 +459,34 @@ inline void softmax_row<float>(float* row, int64_t n, int64_t L) {
   for (; j < n; ++j) row[j] *= inv;
   for (j = n; j < L; ++j) row[j] = 0;
 }
-#endif
+}  // namespace
+CLIP_AVX2_END
+namespace {
+template <>
+inline void softmax_row<float>(float* row, int64_t n, int64_t L) {
+  if (cpu_use_avx2())
+    softmax_row_avx2(row, n, L);
+  else
+    softmax_row_generic(row, n, L);
+}
 
 // dS = P * (dP - <dP, P>) * scale over row[0, n) (P is zero beyond n, so dS is too).
 template <typename T>
-inline void softmax_backward_row(T* dS, const T* P, int64_t n, int64_t L, T scale) {
+inline void softmax_backward_row_generic(T* dS, const T* P, int64_t n, int64_t L, T scale) {
   double d = 0;
   for (int64_t j = 0; j < n; ++j) d += double(dS[j]) * double(P[j]);
   const T dot = T(d);
   for (int64_t j = 0; j < n; ++j) dS[j] = P[j] * (dS[j] - dot) * scale;
   for (int64_t j = n; j < L; ++j) dS[j] = 0;
 }
-#if CLIP_TRAIN_AVX2
-template <>
-inline void softmax_backward_row<float>(float* dS, const float* P, int64_t n, int64_t L,
+template <typename T>
+inline void softmax_backward_row(T* dS, const T* P, int64_t n, int64_t L, T scale) {
+  softmax_backward_row_generic(dS, P, n, L, scale);
+}
+}  // namespace
+CLIP_AVX2_BEGIN
+namespace {
+void softmax_backward_row_avx2(float* dS, const float* P, int64_t n, int64_t L,
                                         float scale) {
   // <dP, P> in double: in exact arithmetic the row of dS sums to zero (which makes the key
   // bias's gradient exactly zero); the closer `dot` is, the smaller the float residue (Adam
@@ -474,7 +514,17 @@ inline void softmax_backward_row<float>(float* dS, const float* P, int64_t n, in
   for (; j < n; ++j) dS[j] = P[j] * (dS[j] - dot) * scale;
   for (j = n; j < L; ++j) dS[j] = 0;
 }
-#endif
+}  // namespace
+CLIP_AVX2_END
+namespace {
+template <>
+inline void softmax_backward_row<float>(float* dS, const float* P, int64_t n, int64_t L,
+                                        float scale) {
+  if (cpu_use_avx2())
+    softmax_backward_row_avx2(dS, P, n, L, scale);
+  else
+    softmax_backward_row_generic(dS, P, n, L, scale);
+}
 
 // Per-(batch, head) products run in parallel over (b, h), each gemm on its calling thread
 // (clip::sgemm is serial inside a parallel region). The double build (tests) stays serial:

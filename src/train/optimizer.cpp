@@ -6,13 +6,44 @@
 #include <cmath>
 #include <type_traits>
 
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#endif
-
+#include "core/cpu_features.h"
 #include "core/error.h"
+#include "core/simd_target.h"
 
 namespace clip::train {
+
+namespace {
+struct AdamScalars {
+  float decay, beta1, one_minus_beta1, beta2, one_minus_beta2, bc2_sqrt, eps, step_size_neg;
+};
+}  // namespace
+
+// ---- the float update eight lanes at a time (AVX2 + FMA, used where cpu_use_avx2())
+CLIP_AVX2_BEGIN
+namespace {
+// Returns where the 8-lane loop stopped. Fused multiply-adds for the m, v and final p
+// updates; sqrt and division are correctly rounded.
+int64_t adamw_avx2(float* p, const float* g, float* m, float* v, int64_t i, int64_t i1,
+                   const AdamScalars& s) {
+  const __m256 vdecay = _mm256_set1_ps(s.decay), vb1 = _mm256_set1_ps(s.beta1),
+               vomb1 = _mm256_set1_ps(s.one_minus_beta1), vb2 = _mm256_set1_ps(s.beta2),
+               vomb2 = _mm256_set1_ps(s.one_minus_beta2), vbc2 = _mm256_set1_ps(s.bc2_sqrt),
+               veps = _mm256_set1_ps(s.eps), vstep = _mm256_set1_ps(s.step_size_neg);
+  for (; i + 8 <= i1; i += 8) {
+    const __m256 gi = _mm256_loadu_ps(g + i);
+    const __m256 pi = _mm256_mul_ps(_mm256_loadu_ps(p + i), vdecay);
+    const __m256 mi = _mm256_fmadd_ps(vomb1, gi, _mm256_mul_ps(_mm256_loadu_ps(m + i), vb1));
+    const __m256 vi = _mm256_fmadd_ps(gi, _mm256_mul_ps(vomb2, gi),
+                                      _mm256_mul_ps(_mm256_loadu_ps(v + i), vb2));
+    const __m256 denom = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vi), vbc2), veps);
+    _mm256_storeu_ps(m + i, mi);
+    _mm256_storeu_ps(v + i, vi);
+    _mm256_storeu_ps(p + i, _mm256_fmadd_ps(vstep, _mm256_div_ps(mi, denom), pi));
+  }
+  return i;
+}
+}  // namespace
+CLIP_AVX2_END
 
 double cosine_lr(double base_lr, int64_t warmup_steps, int64_t total_steps, int64_t step) {
   if (step < warmup_steps) return base_lr * double(step + 1) / double(warmup_steps);
@@ -105,8 +136,9 @@ void AdamW<T>::step(double lr) {
     if (frozen_[int(e.tower)]) continue;
     const T decay = T(1.0 - lr * (e.weight_decay ? config_.weight_decay : 0.0));
     const int64_t b = int64_t(e.offset), end = int64_t(e.offset + e.numel);
-    // The scalar update, element by element, in torch's order of operations. (GCC contracts
-    // a * b + c into a fused multiply-add where FMA is available, C++ mode included.)
+    // The scalar update, element by element, in torch's order of operations (no fused
+    // multiply-adds: the build has -ffp-contract=off, so this is the same on every CPU; the
+    // AVX2 lanes fuse three of them, a difference of one rounding in the last bit).
     auto scalar = [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {
         p[i] = p[i] * decay;
@@ -119,32 +151,13 @@ void AdamW<T>::step(double lr) {
       }
     };
     auto range = [&](int64_t i0, int64_t i1) {
-#if defined(__AVX2__) && defined(__FMA__)
       if constexpr (std::is_same_v<T, float>) {
-        // The same operations eight lanes at a time, with the fused multiply-adds where GCC
-        // puts them in the scalar loop (-march=native, FMA: m, v and the final p update), so
-        // the result is bit-identical to it; sqrt and division are correctly rounded. GCC does
-        // not vectorise the scalar loop itself because of std::sqrt's errno path.
-        const __m256 vdecay = _mm256_set1_ps(decay), vb1 = _mm256_set1_ps(beta1),
-                     vomb1 = _mm256_set1_ps(one_minus_beta1), vb2 = _mm256_set1_ps(beta2),
-                     vomb2 = _mm256_set1_ps(one_minus_beta2), vbc2 = _mm256_set1_ps(bc2_sqrt),
-                     veps = _mm256_set1_ps(eps), vstep = _mm256_set1_ps(step_size_neg);
-        int64_t i = i0;
-        for (; i + 8 <= i1; i += 8) {
-          const __m256 gi = _mm256_loadu_ps(g + i);
-          const __m256 pi = _mm256_mul_ps(_mm256_loadu_ps(p + i), vdecay);
-          const __m256 mi = _mm256_fmadd_ps(vomb1, gi, _mm256_mul_ps(_mm256_loadu_ps(m + i), vb1));
-          const __m256 vi = _mm256_fmadd_ps(gi, _mm256_mul_ps(vomb2, gi),
-                                            _mm256_mul_ps(_mm256_loadu_ps(v + i), vb2));
-          const __m256 denom = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vi), vbc2), veps);
-          _mm256_storeu_ps(m + i, mi);
-          _mm256_storeu_ps(v + i, vi);
-          _mm256_storeu_ps(p + i, _mm256_fmadd_ps(vstep, _mm256_div_ps(mi, denom), pi));
-        }
-        scalar(i, i1);
-        return;
+        // GCC does not vectorise the scalar loop itself because of std::sqrt's errno path.
+        if (cpu_use_avx2())
+          i0 = adamw_avx2(p, g, m, v, i0, i1,
+                          AdamScalars{decay, beta1, one_minus_beta1, beta2, one_minus_beta2,
+                                      bc2_sqrt, eps, step_size_neg});
       }
-#endif
       scalar(i0, i1);
     };
     if (e.numel > (size_t(1) << 17)) {
