@@ -144,3 +144,43 @@ TEST_F(CliTest, BadInputsGiveOneClearErrorAndExitStatusOne) {
 }
 
 }  // namespace
+
+// Issue 16, item 4: a mistyped command is named, with the nearest one.
+TEST(CliGrammar, UnknownCommandIsNamedWithTheNearest) {
+  ASSERT_TRUE(fs::exists(std::string(CLIP_BINARY_DIR) + "/clip")) << "the clip binary is not built";
+  CliRun r = clip_cmd("embd --images x.jpg");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("unknown command 'embd'; did you mean 'embed'?"), std::string::npos) << r.err;
+  r = clip_cmd("search --db x");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("unknown command 'search'"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("did you mean"), std::string::npos) << r.err;  // nothing near
+  EXPECT_NE(r.err.find("zeroshot"), std::string::npos) << "lists the commands: " << r.err;
+}
+
+// Issue 16, item 12: an empty corpus is an error, not a byte-only vocabulary.
+TEST(CliGrammar, TokenizerTrainRefusesAnEmptyCorpus) {
+  ASSERT_TRUE(fs::exists(std::string(CLIP_BINARY_DIR) + "/clip")) << "the clip binary is not built";
+  fs::create_directories(kTmp);
+  const std::string empty = kTmp + "/empty_corpus.txt", blank = kTmp + "/blank_corpus.txt";
+  clip::write_file_atomic(empty, std::string());
+  clip::write_file_atomic(blank, std::string("\n  \n\t\n"));
+  CliRun r = clip_cmd("tokenizer train --vocab-size 600 -o " + kTmp + "/vocab_empty " + empty);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find(empty + ": no text"), std::string::npos) << r.err;
+  r = clip_cmd("tokenizer train --vocab-size 600 -o " + kTmp + "/vocab_blank " + blank);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("the corpus has no words"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(kTmp + "/vocab_blank/bpe_vocab.txt.gz"));
+}
+
+// Issue 16, item 12: Embeddings::row checks its index.
+TEST(CliGrammar, EmbeddingsRowChecksItsIndex) {
+  clip::Embeddings e;
+  e.rows = 2;
+  e.cols = 3;
+  e.data.assign(6, 1.f);
+  EXPECT_EQ(e.row(1).size(), 3u);
+  EXPECT_THROW(e.row(2), clip::Error);
+  EXPECT_THROW(e.row(-1), clip::Error);
+}

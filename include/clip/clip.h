@@ -38,7 +38,12 @@ struct ModelOptions {
 struct Embeddings {
   int64_t rows = 0, cols = 0;
   std::vector<float> data;
-  std::span<const float> row(int64_t i) const { return {data.data() + i * cols, size_t(cols)}; }
+  // Throws clip::Error for i outside [0, rows).
+  std::span<const float> row(int64_t i) const {
+    if (i < 0 || i >= rows)
+      throw Error("Embeddings::row(" + std::to_string(i) + "): only " + std::to_string(rows) + " rows");
+    return {data.data() + i * cols, size_t(cols)};
+  }
 };
 
 struct Prediction {

@@ -81,6 +81,7 @@ void run_train(const TrainOptions& o) {
   std::vector<std::string> corpus;
   for (const std::string& path : o.corpus) {
     std::vector<std::string> part = text::read_corpus(path);
+    if (part.empty()) throw Error(path + ": no text in this corpus file (one caption per line expected)");
     corpus.insert(corpus.end(), std::make_move_iterator(part.begin()), std::make_move_iterator(part.end()));
   }
   text::BpeTrainOptions options;

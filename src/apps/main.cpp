@@ -1,6 +1,7 @@
 // `clip`: the command-line tool. Subcommands live in cmd_*.cpp and register themselves.
 #include <algorithm>
 #include <cstdio>
+#include <string>
 #include <vector>
 
 #include "apps/command.h"
@@ -17,6 +18,36 @@ struct Entry {
 std::vector<Entry>& registry() {
   static std::vector<Entry> r;
   return r;
+}
+// Levenshtein distance, for "did you mean".
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j)
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+// The first argument that is not an option, when it names no subcommand: "unknown command
+// 'embd'; did you mean 'embed'?" (CLI11 would only say that a subcommand is required).
+std::string unknown_command_message(int argc, char** argv, const std::vector<Entry>& entries) {
+  if (argc < 2 || argv[1][0] == '-') return "";
+  const std::string word = argv[1];
+  std::string best, names;
+  size_t best_d = std::string::npos;
+  for (const auto& e : entries) {
+    if (e.name == word) return "";
+    names += (names.empty() ? "" : ", ") + e.name;
+    const size_t d = edit_distance(word, e.name);
+    if (d < best_d) best_d = d, best = e.name;
+  }
+  std::string msg = "unknown command '" + word + "'";
+  if (best_d <= std::max<size_t>(2, word.size() / 3)) msg += "; did you mean '" + best + "'?";
+  return msg + " (commands: " + names + "; clip --help)";
 }
 }  // namespace
 
@@ -35,6 +66,10 @@ int main(int argc, char** argv) {
   std::stable_sort(entries.begin(), entries.end(),
                    [](const Entry& a, const Entry& b) { return a.order < b.order; });
   for (auto& e : entries) e.setup(app);
+  if (const std::string msg = unknown_command_message(argc, argv, entries); !msg.empty()) {
+    std::fprintf(stderr, "clip: error: %s\n", msg.c_str());
+    return 1;
+  }
   try {
     clip::cpu_isa();  // a bad CLIP_MAX_ISA is an error before any work
     app.parse(argc, argv);

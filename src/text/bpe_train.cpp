@@ -63,6 +63,9 @@ TrainedBpe train_bpe(const std::vector<std::string>& corpus, const BpeTrainOptio
       }
     }
   }
+  if (word_counts.empty())
+    throw Error("tokenizer train: the corpus has no words (" + std::to_string(corpus.size()) +
+                " texts, all empty after cleaning): a vocabulary would hold bytes only");
   // 2. Symbols: 0..255 bytes in OpenAI's order, 256..511 the same with </w>.
   std::vector<std::string> tokens;
   std::unordered_set<std::string> token_set;
