@@ -165,6 +165,8 @@ TEST(CliGrammar, TokenizerTrainRefusesAnEmptyCorpus) {
   const std::string empty = kTmp + "/empty_corpus.txt", blank = kTmp + "/blank_corpus.txt";
   clip::write_file_atomic(empty, std::string());
   clip::write_file_atomic(blank, std::string("\n  \n\t\n"));
+  fs::remove_all(kTmp + "/vocab_empty");
+  fs::remove_all(kTmp + "/vocab_blank");
   CliRun r = clip_cmd("tokenizer train --vocab-size 600 -o " + kTmp + "/vocab_empty " + empty);
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find(empty + ": no text"), std::string::npos) << r.err;
