@@ -18,7 +18,8 @@ ctest --test-dir build --output-on-failure -j "$JOBS"
 # The same suite with the kernel paths of older CPUs (CLIP_MAX_ISA caps our kernels and
 # oneDNN's; src/core/cpu_features.h), so a change that breaks exactness or a tolerance on one
 # CPU is seen on any machine. The run above used this machine's best.
-echo "== CPU: $(build/clip info --system | sed -n 's/^cpu: *//p'); best: $(build/clip info --system | sed -n 's/^best isa: *//p')"
+system="$(build/clip info --system)"
+echo "== CPU: $(sed -n 's/^cpu: *//p' <<<"$system"); best: $(sed -n 's/^best isa: *//p' <<<"$system")"
 for cap in ${CLIP_TEST_ISA_CAPS:-avx512 avx2 sse41}; do
   echo "== Release tests with CLIP_MAX_ISA=$cap ($(CLIP_MAX_ISA=$cap build/clip info --system | sed -n 's/^oneDNN kernels: *//p') oneDNN kernels)"
   CLIP_MAX_ISA=$cap ctest --test-dir build --output-on-failure -j "$JOBS"

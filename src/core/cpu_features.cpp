@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <utility>
 
 #include "core/error.h"
 
@@ -141,20 +142,18 @@ Isa cpu_isa() {
 bool cpu_use_avx2() {
   // Never throws (kernels call it inside parallel regions): a bad cap is reported by
   // cpu_isa(), which the command line and every oneDNN entry point call first.
-  static const bool use = [] {
-    const CpuFeatures& f = cpu_features();
-    return f.avx2 && f.fma && capped(cpu_best_isa()) >= Isa::AVX2;
-  }();
+  static const bool use = capped(cpu_best_isa()) >= Isa::AVX2;  // AVX2 level = AVX2 + FMA
   return use;
 }
 
 void apply_isa_cap_to_onednn() {
 #if defined(CLIP_HAVE_ONEDNN)
+  // Called before every product: after the first call this is call_once's fast check only.
+  // A bad CLIP_MAX_ISA throws out of the lambda, which leaves the flag unset (thrown again).
   static std::once_flag once;
-  const Isa isa_in_use = cpu_isa();  // throws for a bad CLIP_MAX_ISA
-  std::call_once(once, [isa_in_use] {
-    const char* v = std::getenv("CLIP_MAX_ISA");
-    if (!v || !*v || std::strcmp(v, "native") == 0) return;  // oneDNN's own default
+  std::call_once(once, [] {
+    const Isa isa_in_use = cpu_isa();
+    if (!cap().has_cap) return;  // unset or "native": oneDNN's own default
     dnnl_cpu_isa_t isa = dnnl_cpu_isa_all;
     switch (isa_in_use) {
       case Isa::SSE41: isa = dnnl_cpu_isa_sse41; break;
@@ -165,7 +164,7 @@ void apply_isa_cap_to_onednn() {
       case Isa::AMX: isa = dnnl_cpu_isa_avx512_core_amx; break;
     }
     if (dnnl_set_max_cpu_isa(isa) != dnnl_success)
-      throw Error(std::string("CLIP_MAX_ISA=") + v +
+      throw Error(std::string("CLIP_MAX_ISA=") + isa_name(cap().isa) +
                   ": oneDNN would not take the cap (it must be set before the first product)");
   });
 #endif
@@ -192,25 +191,17 @@ std::string onednn_isa_name() {
 
 std::string cpu_report() {
   const CpuFeatures& f = cpu_features();
+  static constexpr std::pair<bool CpuFeatures::*, const char*> kNames[] = {
+      {&CpuFeatures::sse41, "sse4.1"},         {&CpuFeatures::avx2, "avx2"},
+      {&CpuFeatures::fma, "fma"},              {&CpuFeatures::avx512f, "avx512f"},
+      {&CpuFeatures::avx512bw, "avx512bw"},    {&CpuFeatures::avx512vl, "avx512vl"},
+      {&CpuFeatures::avx512dq, "avx512dq"},    {&CpuFeatures::avx512_vnni, "avx512_vnni"},
+      {&CpuFeatures::avx512_bf16, "avx512_bf16"}, {&CpuFeatures::avx512_fp16, "avx512_fp16"},
+      {&CpuFeatures::amx_tile, "amx_tile"},    {&CpuFeatures::amx_bf16, "amx_bf16"},
+      {&CpuFeatures::amx_int8, "amx_int8"}};
   std::string feats;
-  auto add = [&](bool on, const char* name) {
-    if (!on) return;
-    if (!feats.empty()) feats += ' ';
-    feats += name;
-  };
-  add(f.sse41, "sse4.1");
-  add(f.avx2, "avx2");
-  add(f.fma, "fma");
-  add(f.avx512f, "avx512f");
-  add(f.avx512bw, "avx512bw");
-  add(f.avx512vl, "avx512vl");
-  add(f.avx512dq, "avx512dq");
-  add(f.avx512_vnni, "avx512_vnni");
-  add(f.avx512_bf16, "avx512_bf16");
-  add(f.avx512_fp16, "avx512_fp16");
-  add(f.amx_tile, "amx_tile");
-  add(f.amx_bf16, "amx_bf16");
-  add(f.amx_int8, "amx_int8");
+  for (const auto& [member, name] : kNames)
+    if (f.*member) feats += (feats.empty() ? "" : " ") + std::string(name);
   const char* cap = std::getenv("CLIP_MAX_ISA");
   std::string r;
   r += "cpu:              " + (f.brand.empty() ? std::string("unknown") : f.brand) + " (" + f.vendor + ")\n";

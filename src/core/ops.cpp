@@ -142,7 +142,6 @@ int64_t softmax_exp_avx2(float* x, int64_t n, float m, float* sum) {
 }  // namespace
 CLIP_AVX2_END
 
-
 float exp_approx(float x) { return exp_inline(x); }
 float erf_approx(float x) { return erf_inline(x); }
 
