@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "apps/command.h"
+#include "apps/stop_signals.h"
 #include "core/error.h"
 #include "core/io.h"
 #include "core/threads.h"
@@ -408,19 +409,6 @@ class LoaderSource : public train::BatchSource {
   data::PairLoader& loader_;
 };
 
-std::atomic<int> g_stop{0};
-
-extern "C" void on_stop_signal(int sig) { g_stop.store(sig); }
-
-void install_stop_handlers() {
-  struct sigaction sa {};
-  sa.sa_handler = on_stop_signal;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESETHAND;  // a second Ctrl-C kills at once (checkpoints are atomic)
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
-}
-
 void warn(const std::string& s) { std::fprintf(stderr, "clip train: warning: %s\n", s.c_str()); }
 
 // ---- the command ----
@@ -670,16 +658,14 @@ void run_train(Cli& cli) {
     std::fprintf(stderr, "clip train: no checkpoint in %s: starting a new run\n", output.c_str());
   train::Validator validator;
   if (validation.enabled()) validator = [&validation](train::TrainableClip<float>& m) { return validation(m); };
-  g_stop.store(0);
-  install_stop_handlers();
-  const train::RunResult r = run.run(&g_stop, validator);
-  std::signal(SIGINT, SIG_DFL);
-  std::signal(SIGTERM, SIG_DFL);
+  const std::atomic<int>& stop = enable_graceful_stop();
+  const train::RunResult r = run.run(&stop, validator);
+  disable_graceful_stop();
   if (!r.finished) {
     std::printf("stopped at step %lld of %lld; checkpoint %s\n", static_cast<long long>(r.step),
                 static_cast<long long>(total), r.checkpoint.c_str());
     std::fflush(stdout);
-    throw CLI::RuntimeError(128 + g_stop.load());
+    throw CLI::RuntimeError(128 + stop.load());
   }
   std::printf("trained %lld steps; model: %s\n", static_cast<long long>(r.step), r.model_dir.c_str());
 }

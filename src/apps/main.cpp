@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "apps/command.h"
+#include "apps/stop_signals.h"
 #include "core/cpu_features.h"
 #include "core/error.h"
 
@@ -59,6 +60,7 @@ CommandRegistrar::CommandRegistrar(std::string name, int order, CommandSetup set
 
 int main(int argc, char** argv) {
   using namespace clip::app;
+  start_signal_watcher();  // before any other thread exists: they all inherit the blocked mask
   CLI::App app{"clip: CLIP (Radford et al., 2021) in C++ -- embed, classify, compare and evaluate"};
   app.set_version_flag("--version", std::string("clip ") + CLIP_VERSION);
   app.require_subcommand(1);

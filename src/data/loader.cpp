@@ -31,6 +31,7 @@
 #include <unordered_set>
 
 #include "core/error.h"
+#include "core/test_points.h"
 #include "core/io.h"
 #include "text/tokenizer.h"
 
@@ -965,6 +966,7 @@ void PairLoader::Impl::worker() {
     }
     Result r;
     try {
+      test_point("decode");
       r = process(t);
     } catch (...) {  // not a bad sample (those are results): e.g. out of memory
       fail(std::current_exception());

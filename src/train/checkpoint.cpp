@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "core/test_points.h"
 #include "core/io.h"
 #include "core/safetensors.h"
 #include "model/checkpoint_writer.h"
@@ -29,8 +30,10 @@ constexpr const char* kStateFile = "train_state.safetensors";
 constexpr const char* kStateFormat = "clip-train-state";
 constexpr int kStateVersion = 1;
 
-// CLIP_TEST_SLOW_SAVE=<ms>: a pause before each file of a save (tests kill runs mid-save).
+// Before each file of a save: the test point "save" (core/test_points.h) and, with
+// CLIP_TEST_SLOW_SAVE=<ms>, a pause (tests kill runs mid-save).
 void slow_save_pause() {
+  test_point("save");
   static const int ms = [] {
     const char* v = std::getenv("CLIP_TEST_SLOW_SAVE");
     return v ? std::max(0, std::atoi(v)) : 0;

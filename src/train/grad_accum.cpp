@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/test_points.h"
 
 namespace clip::train {
 
@@ -16,14 +17,17 @@ ClipLossResult<T> contrastive_gradients(TrainableClip<T>& model, const float* pi
   const int64_t E = c.embed_dim, ctx = c.text.context_length;
   const int64_t image_elems = 3 * int64_t(c.vision.image_size) * c.vision.image_size;
   const int64_t mb = options.micro_batch <= 0 ? N : std::min(options.micro_batch, N);
+  test_point("forward");
   model.zero_grad();
   std::vector<T> img(size_t(N * E)), txt(size_t(N * E)), dimg(size_t(N * E)), dtxt(size_t(N * E));
   T dscale = 0;
   if (mb == N) {
     model.forward_image(pixels, N, img.data());
     model.forward_text(ids, N, txt.data());
+    test_point("loss");
     auto r = clip_loss<T>(img.data(), txt.data(), N, E, model.logit_scale(), dimg.data(),
                           dtxt.data(), &dscale);
+    test_point("backward");
     if (options.train_image) model.backward_image(dimg.data());
     if (options.train_text) model.backward_text(dtxt.data());
     model.logit_scale_grad() = dscale;
@@ -36,6 +40,7 @@ ClipLossResult<T> contrastive_gradients(TrainableClip<T>& model, const float* pi
     model.forward_text(ids + b * ctx, n, txt.data() + b * E);
   }
   // 2. the loss over the whole batch
+  test_point("loss");
   auto r = clip_loss<T>(img.data(), txt.data(), N, E, model.logit_scale(), dimg.data(),
                         dtxt.data(), &dscale);
   // 3. re-run each micro-batch with its rows' feature gradients

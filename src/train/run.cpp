@@ -28,6 +28,16 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// "42s", "3m07s", "2h05m".
+std::string duration_text(double seconds) {
+  const int64_t s = int64_t(std::max(0.0, seconds) + 0.5);
+  char buf[32];
+  if (s < 60) std::snprintf(buf, sizeof buf, "%llds", static_cast<long long>(s));
+  else if (s < 3600) std::snprintf(buf, sizeof buf, "%lldm%02llds", static_cast<long long>(s / 60), static_cast<long long>(s % 60));
+  else std::snprintf(buf, sizeof buf, "%lldh%02lldm", static_cast<long long>(s / 3600), static_cast<long long>(s / 60 % 60));
+  return buf;
+}
+
 std::string fmt(const char* f, double v) {
   char buf[64];
   std::snprintf(buf, sizeof buf, f, v);
@@ -237,6 +247,7 @@ RunResult TrainRun::run(const std::atomic<int>* stop, const Validator& validate)
   if (m.o.progress && m.state.step < total)
     m.progress = std::make_unique<Progress>("train", total - m.state.step, "steps");
   auto interval_start = Clock::now();
+  const int64_t run_start_step = m.state.step;
   int64_t interval_samples = 0;
   double last_rate = 0;
   RunResult result;
@@ -289,6 +300,16 @@ RunResult TrainRun::run(const std::atomic<int>* stop, const Validator& validate)
                         {"grad_norm", s.grad_norm},
                         {"samples_per_s", last_rate},
                         {"elapsed", m.elapsed()}});
+      // Piped or redirected (no live progress line): one plain line per logged step, for logs.
+      if (!(m.progress && m.progress->enabled())) {
+        const double run_s = std::chrono::duration<double>(Clock::now() - m.t0).count();
+        const int64_t done = step - run_start_step;
+        const double eta = done > 0 ? run_s / double(done) * double(total - step) : 0.0;
+        m.log("step " + std::to_string(step) + "/" + std::to_string(total) + "  epoch " +
+              std::to_string(b.end.epoch) + "  loss " + fmt("%.4f", s.loss) + "  lr " + fmt("%.2e", s.lr) +
+              "  T " + fmt("%.4f", temperature) + "  " + fmt("%.1f", last_rate) + " samples/s  elapsed " +
+              duration_text(m.elapsed()) + "  ETA " + duration_text(eta));
+      }
     }
     if (m.progress) {
       m.progress->set_suffix("step " + std::to_string(step) + "/" + std::to_string(total) + "  loss " +

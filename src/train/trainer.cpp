@@ -1,5 +1,7 @@
 #include "train/trainer.h"
 
+#include "core/test_points.h"
+
 namespace clip::train {
 
 template <typename T>
@@ -23,6 +25,7 @@ StepStats Trainer<T>::step(const float* pixels, const int32_t* ids, int64_t N) {
   go.train_text = !config_.freeze_text;
   s.loss = contrastive_gradients(model_, pixels, ids, N, go).loss;
   s.grad_norm = clip_grad_norm(model_.grads(), optimizer_.trained_ranges(), config_.max_grad_norm);
+  test_point("optimizer");
   optimizer_.step(s.lr);
   s.logit_scale = double(model_.logit_scale());
   ++step_;
