@@ -196,14 +196,20 @@ TEST_F(ApiTest, BadInputIsAClearError) {
   } catch (const clip::Error& e) {
     EXPECT_NE(std::string(e.what()).find("49408 tokens"), std::string::npos) << e.what();
   }
-  // Without a vocabulary, images still work and texts say what is missing.
+  // A checkpoint without tokenizer files and OpenAI's vocabulary size gets OpenAI's vocabulary,
+  // installed with the program (found beside the executable, not in the current directory).
   clip::Model bare = clip::Model::load(model_root() + "/hf");
   EXPECT_EQ(bare.encode_image_files({photo("skimage/coffee.png")}).rows, 1);
+  clip::Model named = clip::Model::load(model_root() + "/hf", o);
+  EXPECT_EQ(bare.encode_texts({"a dog"}).data, named.encode_texts({"a dog"}).data);
+  // One with another vocabulary size: images work, texts say what is missing.
+  clip::Model other = clip::Model::load(std::string(CLIP_SOURCE_DIR) + "/tests/data/model/tiny/openai");
+  EXPECT_EQ(other.encode_image_files({photo("skimage/coffee.png")}).rows, 1);
   try {
-    bare.encode_texts({"a dog"});
+    other.encode_texts({"a dog"});
     FAIL() << "no error without a vocabulary";
   } catch (const clip::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("vocab"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("--vocab"), std::string::npos) << e.what();
   }
 }
 

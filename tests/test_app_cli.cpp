@@ -104,7 +104,7 @@ TEST_F(CliTest, ZeroshotPrintsProbabilitiesThatSumToOne) {
 }
 
 TEST_F(CliTest, SimilarityPrintsTheCosineMatrix) {
-  CliRun r = clip_cmd("similarity " + common() + " --images " + kPhotos + "/skimage/chelsea.png --texts \"a cat\" \"a dog\"");
+  CliRun r = clip_cmd("similarity " + common() + " " + kPhotos + "/skimage/chelsea.png --text \"a cat\" --text \"a dog\"");
   ASSERT_EQ(r.status, 0) << r.err;
   clip::ModelOptions o;
   o.vocab_path = kVocab;
@@ -128,7 +128,7 @@ TEST_F(CliTest, BadInputsGiveOneClearErrorAndExitStatusOne) {
   const std::string corrupt = kTmp + "/corrupt.jpg";
   std::string bytes = clip::read_text_file(kPhotos + "/matplotlib/grace_hopper.jpg");
   clip::write_file_atomic(corrupt, bytes.substr(0, 300));  // truncated JPEG
-  expect_clear_error(clip_cmd("embed " + common() + " --images " + corrupt + " -o " + kTmp + "/x.npy"), corrupt);
+  expect_clear_error(clip_cmd("embed " + common() + " --strict --images " + corrupt + " -o " + kTmp + "/x.npy"), corrupt);
   expect_clear_error(clip_cmd("zeroshot " + common() + " /nonexistent.png --labels a,b"), "/nonexistent.png");
   const std::string hostile = kTmp + "/hostile.safetensors";
   std::string h(8, '\0');

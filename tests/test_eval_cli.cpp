@@ -106,10 +106,19 @@ TEST(EvalCli, ModelCommandsEndToEnd) {
   // Corrupted copies, twice with the same seed: identical bytes.
   ASSERT_EQ(run("data corrupt -i " + base + " --limit 30 -o " + out + "/c1 -c gaussian_noise,jpeg -s 2 --seed 5"), 0);
   ASSERT_EQ(run("data corrupt -i " + base + " --limit 30 -o " + out + "/c2 -c gaussian_noise -s 2 --seed 5"), 0);
-  const std::string f1 = out + "/c1/gaussian_noise/2/airplane/000007.png";
-  ASSERT_TRUE(fs::exists(f1));
-  EXPECT_EQ(clip::read_file(f1), clip::read_file(out + "/c2/gaussian_noise/2/airplane/000007.png"));
-  EXPECT_TRUE(fs::exists(out + "/c1/jpeg/2/airplane/000007.jpg"));
+  // --limit 30 of the 10 classes: a stratified subset, 3 per class.
+  for (const auto& cls : fs::directory_iterator(out + "/c1/gaussian_noise/2"))
+    EXPECT_EQ(std::distance(fs::directory_iterator(cls.path()), fs::directory_iterator{}), 3) << cls.path();
+  int compared = 0;
+  for (const auto& f : fs::recursive_directory_iterator(out + "/c2/gaussian_noise/2")) {
+    if (!f.is_regular_file()) continue;
+    const fs::path rel = fs::relative(f.path(), out + "/c2");
+    EXPECT_EQ(clip::read_file(f.path().string()), clip::read_file((fs::path(out + "/c1") / rel).string())) << rel;
+    fs::path jpg = fs::path(out + "/c1/jpeg/2") / fs::relative(f.path(), out + "/c2/gaussian_noise/2");
+    EXPECT_TRUE(fs::exists(jpg.replace_extension(".jpg"))) << jpg;
+    ++compared;
+  }
+  EXPECT_EQ(compared, 30);
   // Robustness: the base accuracy is the zero-shot accuracy of the same set (cached features).
   ASSERT_EQ(run("eval robustness -d " + base + templates + common + " --variant " + out + "/c1/gaussian_noise/2" +
                 " --variant q=" + out + "/c1/jpeg/2"),

@@ -3,6 +3,8 @@
 // shards written here with libarchive, brace expansion, and errors that name the file.
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include <filesystem>
 
 #include "core/error.h"
@@ -88,12 +90,36 @@ TEST(EvalDatasets, SharedFlickrAndCifarCsv) {
 TEST(EvalDatasets, Idx) {
   const std::string mnist = std::string(CLIP_SHARED_DATA) + "/mnist/t10k-images-idx3-ubyte.gz";
   if (!fs::exists(mnist)) GTEST_SKIP() << "shared data not present";
+  auto all = open_dataset(mnist, {});
+  ASSERT_EQ(all.size(), 10000u);
+  EXPECT_EQ(all.samples[0].label, 7);  // MNIST test image 0 is a 7
+  EXPECT_EQ(all.samples[1].label, 2);
+  EXPECT_TRUE(all.subset_note.empty());
+  // --limit: a seeded subset stratified by class (each class in proportion: MNIST's test
+  // classes hold 892..1135 images, so 100 samples give 9..12 per class), in the original order.
   DatasetOptions o;
   o.limit = 100;
   auto d = open_dataset(mnist, o);
   EXPECT_EQ(d.size(), 100u);
-  EXPECT_EQ(d.samples[0].label, 7);  // MNIST test image 0 is a 7
-  EXPECT_EQ(d.samples[1].label, 2);
+  EXPECT_NE(d.subset_note.find("stratified"), std::string::npos) << d.subset_note;
+  std::map<int, int> per_class;
+  for (auto& s : d.samples) ++per_class[s.label];
+  ASSERT_EQ(per_class.size(), 10u);
+  for (auto& [label, count] : per_class) {
+    EXPECT_GE(count, 8) << label;
+    EXPECT_LE(count, 12) << label;
+  }
+  for (size_t i = 1; i < d.size(); ++i) EXPECT_LT(d.samples[i - 1].array_index, d.samples[i].array_index);
+  // The same seed: the same subset; another seed: another one.
+  auto again = open_dataset(mnist, o);
+  o.limit_seed = 1;
+  auto other = open_dataset(mnist, o);
+  std::vector<int64_t> a, b, c;
+  for (auto& s : d.samples) a.push_back(s.array_index);
+  for (auto& s : again.samples) b.push_back(s.array_index);
+  for (auto& s : other.samples) c.push_back(s.array_index);
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, c);
   auto im = d.load_image(0);
   EXPECT_EQ(im.width, 28);
   EXPECT_EQ(im.mode, "L");

@@ -46,6 +46,14 @@ struct Embeddings {
   }
 };
 
+// An input that a batch call skipped instead of failing: its index in the call's list, the
+// file (or text) and why.
+struct SkippedInput {
+  int64_t index = 0;
+  std::string source;
+  std::string reason;
+};
+
 struct Prediction {
   std::string label;
   int index = 0;
@@ -69,18 +77,30 @@ class Model {
   std::string describe() const;  // one-line architecture summary
 
   // All encoders return L2-normalized rows, in input order.
+  // The first file that cannot be read or decoded throws clip::Error naming it.
   Embeddings encode_image_files(const std::vector<std::string>& paths, int batch_size = 32) const;
+  // Batch runs that survive bad files: those are skipped (each listed in `skipped`, index into
+  // `paths`), the rows returned are the other files', in input order.
+  Embeddings encode_image_files(const std::vector<std::string>& paths, int batch_size,
+                                std::vector<SkippedInput>& skipped) const;
   Embeddings encode_image_rgb(const uint8_t* rgb, int width, int height) const;  // interleaved RGB8
-  Embeddings encode_texts(const std::vector<std::string>& texts, int batch_size = 64) const;
+  // A text longer than the context throws clip::Error naming it, unless `truncate` (as
+  // clip.tokenize(truncate=True): the first context_length tokens, the last one the end token);
+  // `truncated` (optional) receives the indices of the texts that were cut.
+  Embeddings encode_texts(const std::vector<std::string>& texts, int batch_size = 64, bool truncate = false,
+                          std::vector<int64_t>* truncated = nullptr) const;
   Embeddings encode_token_ids(const std::vector<int32_t>& ids, int count, int context_length) const;
 
   // Tokenizes like clip.tokenize: [count, context_length], start/end tokens, zero padding.
-  std::vector<int32_t> tokenize(const std::vector<std::string>& texts, bool truncate = false) const;
+  std::vector<int32_t> tokenize(const std::vector<std::string>& texts, bool truncate = false,
+                                std::vector<int64_t>* truncated = nullptr) const;
 
   // Class embeddings for zero-shot classification: each label formatted with every template
-  // ("{}" is replaced), embeddings normalized, averaged, renormalized (the paper's ensemble).
+  // ("{}" and "{c}" stand for the label, every occurrence; a template with neither is an
+  // error), embeddings normalized, averaged, renormalized (the paper's ensemble).
   Embeddings class_embeddings(const std::vector<std::string>& labels,
-                              const std::vector<std::string>& templates = {"a photo of a {}."}) const;
+                              const std::vector<std::string>& templates = {"a photo of a {}."},
+                              bool truncate = false) const;
   // Labels sorted by probability (top_k of them; 0 = all).
   std::vector<Prediction> zeroshot(std::span<const float> image_embedding, const Embeddings& classes,
                                    const std::vector<std::string>& labels, int top_k = 0) const;
@@ -97,6 +117,9 @@ class Model {
 
 // Cosine similarity matrix of two sets of L2-normalized rows: [a.rows, b.rows].
 Embeddings cosine_matrix(const Embeddings& a, const Embeddings& b);
+
+// A prompt template applied to a label, by the rule of class_embeddings.
+std::string format_prompt(const std::string& templ, const std::string& label);
 
 void set_num_threads(int n);
 

@@ -1,20 +1,31 @@
 #include "apps/cli_common.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <filesystem>
+#include <thread>
 
 #include "core/error.h"
 #include "core/io.h"
+#include "core/progress.h"
 
 namespace clip::app {
 namespace fs = std::filesystem;
 
 namespace {
+// What the decoder reads (JPEG, PNG, WebP, BMP, GIF): a folder scan takes only these, so a
+// .tif or a .txt beside the photos is not an error. A file named explicitly is always tried.
 bool has_image_extension(const fs::path& p) {
   std::string ext = p.extension().string();
   std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return char(std::tolower(c)); });
-  static const char* exts[] = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"};
+  static const char* exts[] = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"};
   return std::any_of(std::begin(exts), std::end(exts), [&](const char* e) { return ext == e; });
+}
+
+bool hidden(const fs::path& p) {
+  const std::string n = p.filename().string();
+  return !n.empty() && n.front() == '.';
 }
 }  // namespace
 
@@ -24,20 +35,22 @@ std::vector<std::string> expand_image_inputs(const std::vector<std::string>& inp
     std::error_code ec;
     if (fs::is_directory(in, ec)) {
       std::vector<std::string> found;
-      for (auto it = fs::recursive_directory_iterator(in, ec); !ec && it != fs::recursive_directory_iterator();
-           it.increment(ec)) {
-        if (it->is_regular_file() && has_image_extension(it->path()) &&
-            it->path().filename().string().front() != '.')
-          found.push_back(it->path().string());
+      auto it = fs::recursive_directory_iterator(in, fs::directory_options::skip_permission_denied, ec);
+      for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+        if (hidden(it->path())) {
+          if (it->is_directory(ec)) it.disable_recursion_pending();
+          continue;
+        }
+        if (it->is_regular_file(ec) && has_image_extension(it->path())) found.push_back(it->path().string());
       }
-      if (ec) throw Error(in + ": cannot list directory: " + ec.message());
+      if (ec) throw Error(in + ": cannot list folder: " + ec.message());
       std::sort(found.begin(), found.end());
-      if (found.empty()) throw Error(in + ": directory holds no image files (.jpg .png .webp .bmp .gif .tif)");
+      if (found.empty()) throw Error(in + ": folder holds no image files (.jpg .jpeg .png .webp .bmp .gif)");
       out.insert(out.end(), found.begin(), found.end());
     } else if (fs::exists(in, ec)) {
       out.push_back(in);
     } else {
-      throw Error(in + ": no such file or directory");
+      throw Error(in + ": no such file or folder");
     }
   }
   return out;
@@ -72,15 +85,80 @@ std::vector<std::string> split_labels(const std::string& s) {
   return out;
 }
 
-void ModelFlags::add_to(CLI::App* c) {
-  c->add_option("-m,--model", model, "Model: .safetensors file or model directory")->required();
+std::string tsv_escape(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    if (c == '\t') o += "\\t";
+    else if (c == '\n') o += "\\n";
+    else if (c == '\r') o += "\\r";
+    else if (c == '\\') o += "\\\\";
+    else o += c;
+  }
+  return o;
+}
+
+std::string tsv_unescape(const std::string& s) {
+  std::string o;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '\\' || i + 1 == s.size()) {
+      o += s[i];
+      continue;
+    }
+    const char n = s[++i];
+    o += n == 't' ? '\t' : n == 'n' ? '\n' : n == 'r' ? '\r' : n;
+  }
+  return o;
+}
+
+int logical_cpus() {
+  const unsigned n = std::thread::hardware_concurrency();
+  return n > 0 ? int(n) : 1;
+}
+
+CLI::Validator threads_range() {
+  return CLI::Validator(
+      [](std::string& v) -> std::string {
+        long n = 0;
+        try {
+          size_t used = 0;
+          n = std::stol(v, &used);
+          if (used != v.size()) return "--threads " + v + ": not a whole number";
+        } catch (const std::exception&) {
+          return "--threads " + v + ": not a whole number";
+        }
+        if (n < 0 || n > logical_cpus())
+          return "--threads " + v + ": this machine has " + std::to_string(logical_cpus()) +
+                 " logical CPUs (give 1.." + std::to_string(logical_cpus()) + ", or 0 for all)";
+        return "";
+      },
+      "0..CPUs");
+}
+
+void check_output_file(const std::string& path, const std::string& flag) {
+  std::error_code ec;
+  if (path.empty()) throw Error(flag + ": empty path");
+  if (fs::is_directory(path, ec)) throw Error(flag + " " + path + ": is a folder; give a file name");
+  const fs::path dir = fs::path(path).has_parent_path() ? fs::path(path).parent_path() : fs::path(".");
+  if (!fs::is_directory(dir, ec)) throw Error(flag + " " + path + ": no folder " + dir.string());
+  if (::access(dir.c_str(), W_OK) != 0) throw Error(flag + " " + path + ": folder " + dir.string() + " is not writable");
+  if (fs::exists(path, ec) && ::access(path.c_str(), W_OK) != 0)
+    throw Error(flag + " " + path + ": the file exists and is not writable");
+}
+
+void ModelFlags::add_to(CLI::App* c, bool model_required) {
+  c->add_option("-m,--model", model, "Model: .safetensors file or model directory")->required(model_required);
   c->add_option("--vocab", vocab, "Tokenizer vocabulary (.txt.gz, or vocab.json beside merges.txt) for a "
-                                  "checkpoint without tokenizer files");
+                                  "checkpoint without tokenizer files [the model's, $CLIP_VOCAB, OpenAI's]");
   c->add_option("--config", config, "Model config JSON (open_clip or Hugging Face) overriding the model's");
-  c->add_option("--threads", threads, "Threads (0 = all cores)")->check(CLI::Range(0, 1024));
+  c->add_option("--threads", threads, "Threads (0 = all cores)")->check(threads_range())->capture_default_str();
+  c->add_option("-b,--batch-size", batch_size, "Images or texts per forward pass")
+      ->check(CLI::Range(1, 4096).description("1..4096"))
+      ->capture_default_str();
   c->add_flag("--fast-jpeg", fast_jpeg, "Decode large JPEGs at reduced scale first (faster, not bit-exact)");
   c->add_flag("--exif-orient", exif_orient, "Apply EXIF orientation (the reference does not)");
-  c->add_option("--max-pixels", max_pixels, "Refuse images with more pixels (decompression-bomb guard; 0 = none)");
+  c->add_option("--max-pixels", max_pixels, "Refuse images with more pixels (decompression-bomb guard; 0 = none)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
 }
 
 clip::Model load_model(const ModelFlags& f) {
@@ -92,6 +170,131 @@ clip::Model load_model(const ModelFlags& f) {
   opt.exif_orient = f.exif_orient;
   opt.max_pixels = f.max_pixels;
   return clip::Model::load(f.model, opt);
+}
+
+void ImageFlags::add_to(CLI::App* c, const std::string& what) {
+  c->add_option("images", positional, what + ": image files and folders (searched recursively, sorted)");
+  c->add_option("--images", named, "The same as the positional IMAGES (either or both)");
+  c->add_flag("--strict", strict, "Stop at the first unreadable image (default: skip it with a warning)");
+}
+
+std::vector<std::string> ImageFlags::paths() const {
+  std::vector<std::string> all = positional;
+  all.insert(all.end(), named.begin(), named.end());
+  return expand_image_inputs(all);
+}
+
+void TextFlags::add_to(CLI::App* c) {
+  c->add_option("--text", literal, "A text (repeatable)");
+  c->add_option("--texts-file,--texts", files, "A file of texts, one per line (repeatable)")->check(CLI::ExistingFile);
+  c->add_flag("--truncate", truncate, "Cut texts longer than the model's context (default: an error naming them)");
+}
+
+std::vector<std::string> TextFlags::texts(bool keep_empty_lines) const {
+  std::vector<std::string> out;
+  for (const auto& f : files) {
+    auto l = read_text_lines(f, keep_empty_lines);
+    out.insert(out.end(), l.begin(), l.end());
+  }
+  out.insert(out.end(), literal.begin(), literal.end());
+  return out;
+}
+
+clip::Embeddings encode_images(const char* command, const clip::Model& model, const std::vector<std::string>& paths,
+                               int batch_size, bool strict, std::vector<size_t>& kept) {
+  clip::Embeddings all;
+  all.cols = model.embed_dim();
+  kept.clear();
+  std::vector<clip::SkippedInput> skipped;
+  Progress progress(std::string(command) + " images", int64_t(paths.size()), "img");
+  for (size_t s = 0; s < paths.size(); s += size_t(batch_size)) {
+    const size_t n = std::min(paths.size() - s, size_t(batch_size));
+    std::vector<std::string> chunk(paths.begin() + long(s), paths.begin() + long(s + n));
+    clip::Embeddings e;
+    if (strict) {
+      e = model.encode_image_files(chunk, batch_size);
+    } else {
+      std::vector<clip::SkippedInput> bad;
+      e = model.encode_image_files(chunk, batch_size, bad);
+      size_t b = 0;
+      for (size_t i = 0; i < n; ++i) {
+        if (b < bad.size() && size_t(bad[b].index) == i) {
+          // Decoder messages start with the file's name.
+          std::string why = bad[b].reason;
+          if (why.rfind(chunk[i] + ": ", 0) == 0) why = why.substr(chunk[i].size() + 2);
+          std::fprintf(stderr, "clip %s: warning: skipped %s: %s\n", command, chunk[i].c_str(), why.c_str());
+          skipped.push_back(bad[b]);
+          ++b;
+        } else {
+          kept.push_back(s + i);
+        }
+      }
+    }
+    if (strict)
+      for (size_t i = 0; i < n; ++i) kept.push_back(s + i);
+    all.data.insert(all.data.end(), e.data.begin(), e.data.end());
+    all.rows += e.rows;
+    progress.add(int64_t(n));
+  }
+  progress.finish();
+  if (!skipped.empty()) {
+    if (kept.empty())
+      throw Error("none of the " + std::to_string(paths.size()) + " images could be read (see the warnings above)");
+    std::fprintf(stderr, "clip %s: skipped %zu of %zu images that could not be read; the other %zu are in the output\n",
+                 command, skipped.size(), paths.size(), kept.size());
+  }
+  return all;
+}
+
+clip::Embeddings encode_texts(const char* command, const clip::Model& model, const std::vector<std::string>& texts,
+                              int batch_size, bool truncate) {
+  std::vector<int64_t> cut;
+  clip::Embeddings e = model.encode_texts(texts, batch_size, truncate, &cut);
+  if (!cut.empty()) {
+    std::string which;
+    for (size_t i = 0; i < cut.size() && i < 5; ++i) which += (i ? ", " : "") + std::to_string(cut[i] + 1);
+    if (cut.size() > 5) which += ", ...";
+    std::fprintf(stderr, "clip %s: note: %zu of %zu texts were longer than %d tokens and were truncated (text %s)\n",
+                 command, cut.size(), texts.size(), model.context_length(), which.c_str());
+  }
+  return e;
+}
+
+SavedEmbeddings read_saved_embeddings(const std::string& npy_path) {
+  std::vector<int64_t> shape;
+  std::vector<float> data = read_npy_f32(npy_path, shape);
+  if (shape.size() != 2) throw Error(npy_path + ": expected a 2-D float32 array [rows, dim] written by clip embed");
+  fs::path tsv(npy_path);
+  tsv.replace_extension(".tsv");
+  std::error_code ec;
+  if (!fs::exists(tsv, ec)) throw Error(npy_path + ": no " + tsv.string() + " beside it naming the rows (clip embed writes both)");
+  const std::vector<std::string> lines = read_text_lines(tsv.string());
+  if (lines.empty() || lines[0] != "row\tkind\tsource")
+    throw Error(tsv.string() + ": expected the header \"row<TAB>kind<TAB>source\" written by clip embed");
+  if (int64_t(lines.size()) - 1 != shape[0])
+    throw Error(tsv.string() + ": names " + std::to_string(lines.size() - 1) + " rows but " + npy_path + " holds " +
+                std::to_string(shape[0]));
+  SavedEmbeddings s;
+  s.images.cols = s.texts.cols = shape[1];
+  for (size_t i = 1; i < lines.size(); ++i) {
+    const std::string& l = lines[i];
+    const size_t t1 = l.find('\t'), t2 = t1 == std::string::npos ? t1 : l.find('\t', t1 + 1);
+    if (t2 == std::string::npos) throw Error(tsv.string() + ":" + std::to_string(i + 1) + ": expected row, kind, source");
+    const std::string kind = l.substr(t1 + 1, t2 - t1 - 1), source = tsv_unescape(l.substr(t2 + 1));
+    const float* row = data.data() + (i - 1) * size_t(shape[1]);
+    clip::Embeddings& dst = kind == "image" ? s.images : s.texts;
+    if (kind != "image" && kind != "text")
+      throw Error(tsv.string() + ":" + std::to_string(i + 1) + ": kind \"" + kind + "\" is neither image nor text");
+    dst.data.insert(dst.data.end(), row, row + shape[1]);
+    ++dst.rows;
+    (kind == "image" ? s.image_sources : s.text_sources).push_back(source);
+  }
+  return s;
+}
+
+void print_json_line(const nlohmann::json& j) {
+  const std::string line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  std::fwrite(line.data(), 1, line.size(), stdout);
 }
 
 }  // namespace clip::app

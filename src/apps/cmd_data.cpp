@@ -52,6 +52,7 @@ void run_corrupt(const CorruptOptions& o) {
   dopt.root = o.root;
   dopt.limit = o.limit;
   const Dataset d = open_dataset(o.input, dopt);
+  if (!d.subset_note.empty()) std::fprintf(stderr, "clip data corrupt: --limit: %s\n", d.subset_note.c_str());
   std::vector<Corruption> kinds;
   for (auto& c : o.corruptions) {
     if (c == "all") {
@@ -109,7 +110,7 @@ const CommandRegistrar data_command("data", 65, [](CLI::App& root) {
   c->add_option("-s,--severity", opts->severities, "Severities 1..5")->delimiter(',');
   c->add_option("--seed", opts->seed, "Noise seed (each image's noise also depends on its id)");
   c->add_option("--root", opts->root, "Folder that a CSV's relative image paths resolve against");
-  c->add_option("--limit", opts->limit, "Only the first N images");
+  c->add_option("--limit", opts->limit, "Only N images: a class-stratified (or uniform) seeded subset");
   c->callback([opts] { run_corrupt(*opts); });
 });
 

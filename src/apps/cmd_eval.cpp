@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/cli_common.h"
 #include "apps/command.h"
 #include "core/error.h"
 #include "core/io.h"
@@ -25,6 +26,7 @@
 #include "model/clip_model.h"
 #include "model/weights.h"
 #include "text/tokenizer.h"
+#include "text/vocabulary.h"
 #include "vision/preprocess.h"
 
 namespace clip::app {
@@ -36,11 +38,12 @@ using namespace clip::data;
 
 // ---- options shared by the model-based commands ----
 struct Common {
-  std::string model, model_name, pretrained, vocab, output = "results", cache = ".clip_cache/features", root;
+  std::string model, model_name, pretrained, vocab, output, cache = ".clip_cache/features", root;
   std::string dataset_name;
-  int batch_size = 64;
+  int batch_size = 64, threads = 0;
   int64_t limit = 0;
-  bool no_cache = false;
+  uint64_t limit_seed = 0;
+  bool no_cache = false, json = false, truncate = false;
 };
 
 void add_model_options(CLI::App* cmd, Common& c, bool model_required) {
@@ -49,14 +52,37 @@ void add_model_options(CLI::App* cmd, Common& c, bool model_required) {
   cmd->add_option("--model-name", c.model_name, "Model name in results (default: the model's file or folder name)");
   cmd->add_option("--pretrained", c.pretrained, "Pretrained tag in results (CLIP_benchmark's \"pretrained\")");
   cmd->add_option("--vocab", c.vocab, "Tokenizer vocabulary (.txt.gz, vocab.json or folder); default: the model's, "
-                                      "$CLIP_VOCAB, then ../shared/data/clip_vocab");
-  cmd->add_option("-b,--batch-size", c.batch_size, "Images or texts per forward pass")->check(CLI::PositiveNumber);
+                                      "$CLIP_VOCAB, then OpenAI's, installed with clip");
+  cmd->add_option("-b,--batch-size", c.batch_size, "Images or texts per forward pass")
+      ->check(CLI::Range(1, 4096).description("1..4096"))
+      ->capture_default_str();
+  cmd->add_option("--threads", c.threads, "Threads (0 = all cores)")->check(threads_range())->capture_default_str();
+  cmd->add_flag("--truncate", c.truncate, "Cut texts (prompts, captions) longer than the model's context "
+                                          "(default: an error naming them)");
+  cmd->add_flag("--json", c.json, "Print each result as one JSON line on stdout instead of the tables");
   cmd->add_option("--cache", c.cache, "Feature cache folder (.npy keyed by model, dataset and preprocessing)");
   cmd->add_flag("--no-cache", c.no_cache, "Do not read or write cached features");
   cmd->add_option("--root", c.root, "Folder that a CSV's relative image paths resolve against (default: the CSV's)");
-  cmd->add_option("--limit", c.limit, "Use only the first N samples of each dataset");
+  cmd->add_option("--limit", c.limit, "Use N samples of each dataset: a class-stratified (or uniform) random "
+                                      "subset, seeded by --limit-seed")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--limit-seed", c.limit_seed, "Seed of the --limit subset")->capture_default_str();
   cmd->add_option("--dataset-name", c.dataset_name, "Dataset name in results and for prompt lookup");
-  cmd->add_option("-o,--output", c.output, "Results folder (or a .json file for a single result)");
+  cmd->add_option("-o,--output", c.output, "Write the JSON result(s) into this folder (or this .json file for a "
+                                           "single result); default: print only");
+}
+
+// Before any work: the results folder can be created (or the .json file written).
+void check_output(const Common& c) {
+  if (c.output.empty()) return;
+  if (c.output.size() > 5 && c.output.compare(c.output.size() - 5, 5, ".json") == 0) {
+    check_output_file(c.output, "-o");
+    return;
+  }
+  std::error_code ec;
+  fs::create_directories(c.output, ec);
+  if (ec || !fs::is_directory(c.output, ec)) throw Error("-o " + c.output + ": cannot create this folder");
+  check_output_file((fs::path(c.output) / "x.json").string(), "-o");
 }
 
 std::string result_path(const Common& c, const EvalResult& r, const std::string& suffix = "") {
@@ -66,35 +92,38 @@ std::string result_path(const Common& c, const EvalResult& r, const std::string&
   return p;
 }
 
+// Tables and notes: stdout, or with --json stderr (stdout then holds only the JSON lines).
+FILE* g_text = stdout;
+
 void save(const Common& c, const EvalResult& r, const std::string& suffix = "") {
+  if (c.json) print_json_line(to_json(r));
+  if (c.output.empty()) return;
   const std::string path = result_path(c, r, suffix);
   write_result(path, r);
-  std::printf("wrote %s\n", path.c_str());
+  if (!c.json) std::fprintf(g_text, "wrote %s\n", path.c_str());
+}
+
+// What every model-based command does first: the flags that apply globally, then the output
+// checked before any work.
+void begin(const Common& c) {
+  g_text = c.json ? stderr : stdout;
+  if (c.threads > 0) set_num_threads(c.threads);
+  check_output(c);
 }
 
 // ---- the model, its tokenizer and preprocessing ----
-Tokenizer load_tokenizer(const std::string& vocab, const std::string& model_dir) {
-  std::string path = vocab;
-  if (path.empty() && !model_dir.empty()) {
+Tokenizer eval_tokenizer(const std::string& vocab, const std::string& model_dir) {
+  if (!vocab.empty()) return load_tokenizer(vocab);
+  if (!model_dir.empty()) {
     try {
       return Tokenizer::from_directory(model_dir);
     } catch (const Error&) {
-      // no tokenizer files in the model folder: fall through to the defaults
+      // no tokenizer files in the model folder: the installed default
     }
   }
-  if (path.empty())
-    if (const char* env = std::getenv("CLIP_VOCAB")) path = env;
-  if (path.empty())
-    for (const char* candidate : {"../shared/data/clip_vocab", "../../shared/data/clip_vocab", "shared/data/clip_vocab"})
-      if (fs::exists(fs::path(candidate) / "bpe_simple_vocab_16e6.txt.gz")) {
-        path = candidate;
-        break;
-      }
-  if (path.empty()) throw Error("no vocabulary: pass --vocab (a .txt.gz, a vocab.json or a folder) or set CLIP_VOCAB");
-  if (fs::is_directory(path)) return Tokenizer::from_directory(path);
-  if (path.size() > 5 && path.compare(path.size() - 5, 5, ".json") == 0)
-    return Tokenizer::from_hf(path, (fs::path(path).parent_path() / "merges.txt").string());
-  return Tokenizer::from_openai_bpe(path);
+  const std::string def = default_vocabulary_path();
+  if (def.empty()) throw Error(no_vocabulary_message());
+  return load_tokenizer(def);
 }
 
 struct ModelContext {
@@ -129,20 +158,26 @@ ModelContext load_model(const Common& c, bool need_text) {
     if ((m.name == "model" || m.name == "open_clip_model") && !p.parent_path().filename().empty())
       m.name = p.parent_path().filename().string();
   }
-  if (need_text) m.tokenizer = load_tokenizer(c.vocab, ck.model_dir);
+  if (need_text) m.tokenizer = eval_tokenizer(c.vocab, ck.model_dir);
   return m;
 }
 
-TextEncoder text_encoder(ModelContext& m, int batch) {
-  return [&m, batch](const std::vector<std::string>& texts, std::vector<float>& out) {
+TextEncoder text_encoder(ModelContext& m, int batch, bool truncate) {
+  return [&m, batch, truncate](const std::vector<std::string>& texts, std::vector<float>& out) {
+    size_t truncated = 0;
     const int ctx = m.model->context_length();
     out.assign(texts.size() * size_t(m.dim), 0.0f);
     for (size_t i = 0; i < texts.size(); i += size_t(batch)) {
       const size_t nb = std::min(texts.size() - i, size_t(batch));
       std::vector<std::string> chunk(texts.begin() + long(i), texts.begin() + long(i + nb));
-      auto ids = m.tokenizer->tokenize(chunk, ctx, /*truncate=*/true);
+      std::vector<int64_t> cut;
+      auto ids = m.tokenizer->tokenize(chunk, ctx, truncate, &cut);
+      truncated += cut.size();
       m.model->encode_texts(ids.data(), int(nb), ctx, out.data() + i * size_t(m.dim));
     }
+    if (truncated)
+      std::fprintf(stderr, "clip eval: note: %zu of %zu texts were longer than %d tokens and were truncated\n",
+                   truncated, texts.size(), ctx);
     return m.dim;
   };
 }
@@ -170,7 +205,10 @@ Dataset open(const Common& c, const std::string& spec) {
   DatasetOptions o;
   o.root = c.root;
   o.limit = c.limit;
-  return open_dataset(spec, o);
+  o.limit_seed = c.limit_seed;
+  Dataset d = open_dataset(spec, o);
+  if (!d.subset_note.empty()) std::fprintf(stderr, "clip eval: --limit: %s: %s\n", spec.c_str(), d.subset_note.c_str());
+  return d;
 }
 
 std::vector<int> labels_of(const Dataset& d) {
@@ -231,11 +269,12 @@ ClassificationMetrics zeroshot_eval(ModelContext& m, const Common& c, const Data
 }
 
 void run_zeroshot(const ZeroShotOptions& o) {
+  begin(o.c);
   ModelContext m = load_model(o.c, true);
   Dataset d = open(o.c, o.dataset);
   PromptSet p = prompts_for(o, d);
-  std::printf("zero-shot: %zu classes x %zu templates, %zu images\n", p.classnames.size(), p.templates.size(), d.size());
-  auto ce = build_class_embeddings(p.classnames, p.templates, text_encoder(m, o.c.batch_size), o.c.batch_size);
+  std::fprintf(g_text, "zero-shot: %zu classes x %zu templates, %zu images\n", p.classnames.size(), p.templates.size(), d.size());
+  auto ce = build_class_embeddings(p.classnames, p.templates, text_encoder(m, o.c.batch_size, o.c.truncate), o.c.batch_size);
   auto cm = zeroshot_eval(m, o.c, d, ce, o.confusion);
   EvalResult r;
   r.dataset = o.c.dataset_name.empty() ? d.name : o.c.dataset_name;
@@ -258,12 +297,12 @@ void run_zeroshot(const ZeroShotOptions& o) {
     r.details["classnames"] = p.classnames;
     r.details["confusion_matrix"] = rows;  // [true][predicted]
   }
-  std::printf("%s", summarize(r).c_str());
+  std::fprintf(g_text, "%s", summarize(r).c_str());
   if (o.per_class) {
     std::vector<std::vector<std::string>> rows;
     for (size_t k = 0; k < p.classnames.size(); ++k)
       rows.push_back({p.classnames[k], std::to_string(cm.per_class_count[k]), format_number(metric_value(cm.per_class_recall[k]))});
-    std::printf("\n%s", format_table({"class", "samples", "recall"}, rows).c_str());
+    std::fprintf(g_text, "\n%s", format_table({"class", "samples", "recall"}, rows).c_str());
   }
   save(o.c, r);
 }
@@ -330,6 +369,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }
 
 void run_probe(const ProbeOptions& o) {
+  begin(o.c);
   std::vector<float> Xtr, Xte;
   std::vector<int> ytr, yte;
   int dim = 0;
@@ -378,13 +418,13 @@ void run_probe(const ProbeOptions& o) {
   double C = o.C;
   auto t0 = std::chrono::steady_clock::now();
   if (!(C > 0)) {
-    std::printf("searching C on a %.0f%% validation split of %lld training samples...\n", 100 * o.val_fraction,
+    std::fprintf(g_text, "searching C on a %.0f%% validation split of %lld training samples...\n", 100 * o.val_fraction,
                 static_cast<long long>(ntr));
     auto s = search_penalty(Xtr.data(), ytr.data(), ntr, dim, K, lo, o.val_fraction, o.seed);
     C = s.best_C;
     search_json = {{"Cs", s.Cs}, {"validation_acc1", s.validation_accuracies}, {"train", s.train_count},
                    {"validation", s.validation_count}, {"seconds", seconds_since(t0)}};
-    std::printf("chosen C = %.4g (validation accuracy %.4f, %zu fits)\n", C, s.best_validation_accuracy, s.Cs.size());
+    std::fprintf(g_text, "chosen C = %.4g (validation accuracy %.4f, %zu fits)\n", C, s.best_validation_accuracy, s.Cs.size());
   }
   lo.C = C;
   if (o.shots.empty()) {
@@ -400,7 +440,7 @@ void run_probe(const ProbeOptions& o) {
     r.details = {{"iterations", model.iterations}, {"stop", model.stop_reason}, {"fit_seconds", secs},
                  {"train", ntr}, {"test", nte}, {"dim", dim}, {"objective", model.objective}};
     if (!search_json.is_null()) r.details["penalty_search"] = search_json;
-    std::printf("%s", summarize(r).c_str());
+    std::fprintf(g_text, "%s", summarize(r).c_str());
     save(o.c, r);
     return;
   }
@@ -445,7 +485,7 @@ void run_probe(const ProbeOptions& o) {
   const std::string zpath = result_path(o.c, z);
   std::string zs;
   if (fs::exists(zpath)) zs = format_number(read_result(zpath).metrics.value("acc1", nlohmann::json()));
-  std::printf("\nfew-shot linear probe (C = %.4g, %d seeds)%s\n%s", C, o.seeds,
+  std::fprintf(g_text, "\nfew-shot linear probe (C = %.4g, %d seeds)%s\n%s", C, o.seeds,
               zs.empty() ? "" : (" vs zero-shot top-1 " + zs).c_str(),
               format_table({"shots", "acc1", "std"}, rows).c_str());
 }
@@ -459,6 +499,7 @@ struct RetrievalOptions {
 };
 
 void run_retrieval(const RetrievalOptions& o) {
+  begin(o.c);
   std::vector<float> img, txt;
   std::vector<int64_t> text_image;
   int dim = 0;
@@ -492,9 +533,9 @@ void run_retrieval(const RetrievalOptions& o) {
         captions.push_back(cap);
         text_image.push_back(int64_t(i));
       }
-    std::printf("retrieval: %zu images, %zu captions\n", d.size(), captions.size());
+    std::fprintf(g_text, "retrieval: %zu images, %zu captions\n", d.size(), captions.size());
     img = dataset_features(m, o.c, d);
-    text_encoder(m, o.c.batch_size)(captions, txt);
+    text_encoder(m, o.c.batch_size, o.c.truncate)(captions, txt);
     ni = int64_t(d.size());
     nt = int64_t(captions.size());
     dim = m.dim;
@@ -517,7 +558,7 @@ void run_retrieval(const RetrievalOptions& o) {
                     format_number(rm.text_to_image.recall.at(k))});
   rows.push_back({"mean rank", format_number(rm.image_to_text.mean_rank, 2), format_number(rm.text_to_image.mean_rank, 2)});
   rows.push_back({"median rank", format_number(rm.image_to_text.median_rank, 1), format_number(rm.text_to_image.median_rank, 1)});
-  std::printf("%s", format_table({"", "image->text", "text->image"}, rows).c_str());
+  std::fprintf(g_text, "%s", format_table({"", "image->text", "text->image"}, rows).c_str());
   save(o.c, r);
 }
 
@@ -528,12 +569,13 @@ struct RobustnessOptions {
 };
 
 void run_robustness(const RobustnessOptions& o) {
+  begin(o.z.c);
   const Common& c = o.z.c;
   if (o.variants.empty()) throw Error("robustness needs at least one --variant");
   ModelContext m = load_model(c, true);
   Dataset base = open(c, o.z.dataset);
   PromptSet p = prompts_for(o.z, base);
-  auto ce = build_class_embeddings(p.classnames, p.templates, text_encoder(m, c.batch_size), c.batch_size);
+  auto ce = build_class_embeddings(p.classnames, p.templates, text_encoder(m, c.batch_size, c.truncate), c.batch_size);
   const auto b = zeroshot_eval(m, c, base, ce, false);
   EvalResult r;
   r.task = "robustness";
@@ -569,7 +611,7 @@ void run_robustness(const RobustnessOptions& o) {
   const double mean_shifted = sum / double(o.variants.size());
   r.metrics = {{"base_acc1", b.top1}, {"mean_shifted_acc1", mean_shifted}, {"mean_delta", mean_shifted - b.top1}};
   r.details = {{"base", r.dataset}, {"variants", variants}, {"templates", p.templates.size()}};
-  std::printf("%s", format_table({"set", "samples", "acc1", "change"}, rows).c_str());
+  std::fprintf(g_text, "%s", format_table({"set", "samples", "acc1", "change"}, rows).c_str());
   save(c, r);
 }
 
@@ -591,17 +633,17 @@ void run_report(const ReportOptions& o) {
   if (!rep.fewshot_svg.empty()) write_file_atomic((fs::path(o.output) / "fewshot.svg").string(), rep.fewshot_svg);
   if (!rep.robustness_svg.empty())
     write_file_atomic((fs::path(o.output) / "robustness.svg").string(), rep.robustness_svg);
-  std::printf("%s", rep.markdown.c_str());
-  std::printf("wrote %s/report.md, report.csv%s%s (%zu results)\n", o.output.c_str(),
+  std::fprintf(g_text, "%s", rep.markdown.c_str());
+  std::fprintf(g_text, "wrote %s/report.md, report.csv%s%s (%zu results)\n", o.output.c_str(),
               rep.fewshot_svg.empty() ? "" : ", fewshot.svg", rep.robustness_svg.empty() ? "" : ", robustness.svg",
               results.size());
 }
 
 void add_prompt_options(CLI::App* cmd, ZeroShotOptions& z) {
   cmd->add_option("-d,--dataset", z.dataset, "Labeled dataset: class folders, CSV, IDX or .tar shards")->required();
-  cmd->add_option("--classnames", z.classnames, "Class names: text (one per line) or JSON (CLIP_benchmark's, "
+  cmd->add_option("--classnames,--labels-file", z.classnames, "Class names: text (one per line) or JSON (CLIP_benchmark's, "
                                                 "clip_prompts_all.json, ...); default: the dataset's class names");
-  cmd->add_option("--templates", z.templates, "Prompt templates with {} or {c}: text or JSON; default \"a photo of a {}.\"");
+  cmd->add_option("--templates,--templates-file", z.templates, "Prompt templates with {} or {c}: text or JSON; default \"a photo of a {}.\"");
 }
 
 const CommandRegistrar eval_command("eval", 60, [](CLI::App& root) {
@@ -643,7 +685,7 @@ const CommandRegistrar eval_command("eval", 60, [](CLI::App& root) {
   t->add_option("--image-features", rt->image_features, "Precomputed image features (.npy)");
   t->add_option("--text-features", rt->text_features, "Precomputed caption features (.npy)");
   t->add_option("--text-image", rt->text_image, "Image index of each caption (.npy)");
-  t->add_option("-k,--recall-k", rt->ks, "Recall cut-offs")->delimiter(',');
+  t->add_option("--recall-k", rt->ks, "Recall cut-offs, e.g. 1,5,10")->delimiter(',')->capture_default_str();
   t->callback([rt] { run_retrieval(*rt); });
 
   auto rb = std::make_shared<RobustnessOptions>();

@@ -9,46 +9,34 @@
 #include <string>
 #include <vector>
 
+#include "apps/cli_common.h"
 #include "apps/command.h"
 #include "core/error.h"
 #include "text/bpe_train.h"
 #include "text/tokenizer.h"
+#include "text/vocabulary.h"
 
 namespace clip::app {
 namespace {
 
 // --vocab may name a .txt.gz, a vocab.json (merges.txt beside it) or a model directory; without
-// it: $CLIP_VOCAB, then the shared data folder beside the repository.
-Tokenizer load_tokenizer(const std::string& vocab) {
-  namespace fs = std::filesystem;
-  std::string path = vocab;
-  if (path.empty()) {
-    if (const char* env = std::getenv("CLIP_VOCAB")) path = env;
-  }
-  if (path.empty()) {
-    for (const char* candidate : {"../shared/data/clip_vocab", "../../shared/data/clip_vocab", "shared/data/clip_vocab"})
-      if (fs::exists(fs::path(candidate) / "bpe_simple_vocab_16e6.txt.gz")) {
-        path = candidate;
-        break;
-      }
-  }
-  if (path.empty())
-    throw Error("no vocabulary: pass --vocab (a .txt.gz, a vocab.json or a model directory) or set CLIP_VOCAB");
-  if (fs::is_directory(path)) return Tokenizer::from_directory(path);
-  if (path.size() > 5 && path.compare(path.size() - 5, 5, ".json") == 0)
-    return Tokenizer::from_hf(path, (fs::path(path).parent_path() / "merges.txt").string());
-  return Tokenizer::from_openai_bpe(path);
+// it: $CLIP_VOCAB, then OpenAI's vocabulary installed with the program.
+Tokenizer tokenizer_for(const std::string& vocab) {
+  if (!vocab.empty()) return load_tokenizer(vocab);
+  const std::string def = default_vocabulary_path();
+  if (def.empty()) throw Error(no_vocabulary_message());
+  return load_tokenizer(def);
 }
 
 struct TokenizeOptions {
   std::vector<std::string> texts;
   std::string vocab;
   int context_length = 0;
-  bool truncate = false;
+  bool truncate = false, json = false;
 };
 
 void run_tokenize(const TokenizeOptions& o) {
-  const Tokenizer tok = load_tokenizer(o.vocab);
+  const Tokenizer tok = tokenizer_for(o.vocab);
   for (const std::string& text : o.texts) {
     std::vector<int32_t> ids;
     if (o.context_length > 0) {
@@ -56,14 +44,20 @@ void run_tokenize(const TokenizeOptions& o) {
     } else {
       ids = tok.encode(text);
     }
-    std::printf("ids:");
-    for (int32_t id : ids) std::printf(" %d", id);
     // With --context-length the row ends at the first end token; the zeros after it are padding.
     std::vector<int32_t> used = ids;
     if (o.context_length > 0) {
       auto end = std::find(used.begin(), used.end(), tok.eot_token());
       used.erase(end == used.end() ? end : end + 1, used.end());
     }
+    if (o.json) {
+      nlohmann::json tokens = nlohmann::json::array();
+      for (int32_t id : used) tokens.push_back(tok.token_string(id));
+      print_json_line({{"text", text}, {"ids", ids}, {"tokens", tokens}, {"decoded", tok.decode(used)}});
+      continue;
+    }
+    std::printf("ids:");
+    for (int32_t id : ids) std::printf(" %d", id);
     std::printf("\ntokens:");
     for (int32_t id : used) std::printf(" %s", tok.token_string(id).c_str());
     std::printf("\ndecoded: %s\n", tok.decode(used).c_str());
@@ -78,6 +72,13 @@ struct TrainOptions {
 };
 
 void run_train(const TrainOptions& o) {
+  {  // the output folder first: a mistyped path fails before the training, not after it
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    fs::create_directories(o.output, ec);
+    if (ec || !fs::is_directory(o.output, ec)) throw Error("-o " + o.output + ": cannot create this folder");
+    check_output_file((fs::path(o.output) / "vocab.json").string(), "-o");
+  }
   std::vector<std::string> corpus;
   for (const std::string& path : o.corpus) {
     std::vector<std::string> part = text::read_corpus(path);
@@ -104,6 +105,12 @@ const CommandRegistrar tokenize_command("tokenize", 80, [](CLI::App& root) {
   cmd->add_option("--context-length", opts->context_length,
                   "Give the model's input row: start, ids, end, zero padding to this length");
   cmd->add_flag("--truncate", opts->truncate, "Cut texts that do not fit the context length");
+  cmd->add_flag("--json", opts->json, "One JSON object per text: {\"text\", \"ids\", \"tokens\", \"decoded\"}");
+  cmd->footer(
+      "Examples:\n"
+      "  clip tokenize \"Hello World!\"\n"
+      "  clip tokenize --context-length 77 --json \"a photo of a cat\" \"a photo of a dog\"\n"
+      "Vocabulary: --vocab, else $CLIP_VOCAB, else OpenAI's, installed with clip.");
   cmd->callback([opts] { run_tokenize(*opts); });
 });
 

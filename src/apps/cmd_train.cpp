@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cmath>
 #include <csignal>
+#include <limits>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -21,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/cli_common.h"
 #include "apps/command.h"
 #include "apps/stop_signals.h"
 #include "core/error.h"
@@ -33,6 +35,7 @@
 #include "model/config.h"
 #include "model/weights.h"
 #include "text/tokenizer.h"
+#include "text/vocabulary.h"
 #include "train/checkpoint.h"
 #include "train/clip_trainable.h"
 #include "train/run.h"
@@ -73,7 +76,7 @@ const std::vector<Setting>& settings() {
                                       "ViT-L-14-336, RN50, RN101) or a JSON model config (open_clip or Hugging Face)", true},
       {"init", Kind::Str, "", "Start from these weights (fine-tuning): any checkpoint clip loads", true},
       {"vocab", Kind::Str, "", "Tokenizer vocabulary (.txt.gz, vocab.json or folder); copied into the model "
-                               "directories. Default: --init's, $CLIP_VOCAB, ../shared/data/clip_vocab", true},
+                               "directories. Default: --init's, $CLIP_VOCAB, OpenAI's (installed with clip)", true},
       // optimisation
       {"batch-size", Kind::Int, 64, "Pairs per step (the contrastive batch)", true},
       {"micro-batch", Kind::Int, 0, "Rows per forward/backward pass (same loss, less memory; 0: whole batch)", true},
@@ -111,6 +114,52 @@ const std::vector<Setting>& settings() {
       {"val-limit", Kind::Int, 0, "Use only the first N samples of each validation set (0: all)", false},
   };
   return s;
+}
+
+// The allowed range of each numeric setting, checked once the flags, the --config file and the
+// checkpoint are merged, so that every source gets the same short message naming the flag.
+struct Range {
+  const char* name;
+  double min, max;
+  bool min_open;  // min itself not allowed
+  const char* rule;
+};
+
+void check_ranges(const json& cfg) {
+  const double inf = std::numeric_limits<double>::infinity();
+  const double cpus = double(logical_cpus());
+  const Range ranges[] = {
+      {"batch-size", 2, 1 << 24, false, "at least 2 (the loss contrasts the pairs of a batch)"},
+      {"micro-batch", 0, 1 << 24, false, "0 (the whole batch) or more"},
+      {"epochs", 0, 1e9, false, "0 or more"},
+      {"steps", 0, 1e15, false, "0 or more"},
+      {"lr", 0, 10, true, "a positive learning rate (e.g. 5e-4)"},
+      {"wd", 0, inf, false, "0 or more"},
+      {"beta1", 0, 1, false, "in [0, 1)"},
+      {"beta2", 0, 1, false, "in [0, 1)"},
+      {"eps", 0, 1, true, "a small positive number (e.g. 1e-6)"},
+      {"warmup", 0, 1e15, false, "0 or more"},
+      {"grad-clip", 0, inf, false, "0 (off) or more"},
+      {"seed", 0, 9e15, false, "0 or more"},
+      {"threads", 0, cpus, false, nullptr},
+      {"workers", 1, 256, false, "1..256 decoding threads"},
+      {"save-every", 0, 1e15, false, "0 (only at the end) or more"},
+      {"keep", 0, 1e9, false, "0 (all) or more"},
+      {"keep-every", 0, 1e15, false, "0 or more"},
+      {"log-every", 1, 1e15, false, "1 or more"},
+      {"val-every", 0, 1e15, false, "0 (only at the end) or more"},
+      {"val-limit", 0, 1e15, false, "0 (all) or more"},
+  };
+  for (const Range& r : ranges) {
+    const double v = cfg.at(r.name).get<double>();
+    const bool upper_open = std::string(r.name) == "beta1" || std::string(r.name) == "beta2";
+    const bool ok = (r.min_open ? v > r.min : v >= r.min) && (upper_open ? v < r.max : v <= r.max);
+    if (ok) continue;
+    std::string rule = r.rule ? r.rule
+                              : "1.." + std::to_string(int(cpus)) + " (this machine has " + std::to_string(int(cpus)) +
+                                    " logical CPUs), or 0 for all";
+    throw Error("--" + std::string(r.name) + " " + cfg.at(r.name).dump() + ": must be " + rule);
+  }
 }
 
 const Setting* find_setting(const std::string& name) {
@@ -241,20 +290,6 @@ ModelConfig resolve_model_config(const std::string& spec) {
   ModelConfig c = fs::is_regular_file(spec, ec) ? load_model_config(spec) : named_model_config(spec);
   validate_model_config(c, spec);
   return c;
-}
-
-Tokenizer tokenizer_from(const std::string& path) {
-  if (fs::is_directory(path)) return Tokenizer::from_directory(path);
-  if (path.size() > 5 && path.compare(path.size() - 5, 5, ".json") == 0)
-    return Tokenizer::from_hf(path, (fs::path(path).parent_path() / "merges.txt").string());
-  return Tokenizer::from_openai_bpe(path);
-}
-
-std::string default_vocab() {
-  if (const char* env = std::getenv("CLIP_VOCAB")) return env;
-  for (const char* candidate : {"../shared/data/clip_vocab", "../../shared/data/clip_vocab", "shared/data/clip_vocab"})
-    if (fs::exists(fs::path(candidate) / "bpe_simple_vocab_16e6.txt.gz")) return candidate;
-  return "";
 }
 
 std::pair<double, double> parse_range(const std::string& s) {
@@ -503,6 +538,14 @@ void run_train(Cli& cli) {
                   "same ones; start a new run with --init to change them):" + diffs);
   }
 
+  check_ranges(cfg);
+  {  // the run folder first: a mistyped or read-only path fails before any loading
+    std::error_code ec;
+    fs::create_directories(output, ec);
+    if (ec || !fs::is_directory(output, ec)) throw Error("--output " + output + ": cannot create this folder");
+    check_output_file((fs::path(output) / "config.json").string(), "--output");
+  }
+
   // 2. Threads.
   const int threads = int(cfg["threads"].get<int64_t>());
   if (threads > 0) set_num_threads(threads);
@@ -550,14 +593,14 @@ void run_train(Cli& cli) {
       } catch (const Error&) {
       }
     }
-    if (vocab_source.empty()) vocab_source = default_vocab();
+    if (vocab_source.empty()) vocab_source = default_vocabulary_path();
     if (vocab_source.empty())
-      throw Error("no vocabulary: pass --vocab (a .txt.gz, a vocab.json or a folder) or set CLIP_VOCAB");
+      throw Error(no_vocabulary_message());
   }
   if (extras.preprocess.image_size != mc.vision.image_size)
     throw Error("the preprocessing config's image size (" + std::to_string(extras.preprocess.image_size) +
                 ") differs from the model's (" + std::to_string(mc.vision.image_size) + ")");
-  tok.emplace(tokenizer_from(vocab_source));
+  tok.emplace(load_tokenizer(vocab_source));
   extras.vocab_files = train::vocabulary_files(vocab_source);
   if (tok->vocab_size() > mc.text.vocab_size)
     throw Error(vocab_source + ": the tokenizer has " + std::to_string(tok->vocab_size()) +

@@ -52,7 +52,11 @@ void write_file_atomic(const std::string& path, const void* data, size_t size) {
   std::random_device rd;
   std::string tmp = (dir / ("." + target.filename().string() + ".tmp" + std::to_string(rd()))).string();
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) throw Error(path + ": cannot create temporary file " + tmp + ": " + errno_text());
+  if (fd < 0) {
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec)) throw Error(path + ": cannot write: no folder " + dir.string());
+    throw Error(path + ": cannot write in " + dir.string() + ": " + errno_text());
+  }
   const auto* p = static_cast<const uint8_t*>(data);
   size_t left = size;
   while (left > 0) {
@@ -79,7 +83,7 @@ void write_file_atomic(const std::string& path, const void* data, size_t size) {
     throw Error(msg);
   }
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::string msg = path + ": rename failed: " + errno_text();
+    std::string msg = path + ": cannot replace: " + errno_text();
     ::unlink(tmp.c_str());
     throw Error(msg);
   }

@@ -4,6 +4,8 @@
 #include <archive_entry.h>
 
 #include <algorithm>
+#include <cmath>
+#include <random>
 #include <cctype>
 #include <filesystem>
 #include <map>
@@ -88,8 +90,48 @@ uint64_t Dataset::fingerprint() const {
   return h;
 }
 
-static void apply_limit(Dataset& d, int64_t limit) {
-  if (limit > 0 && int64_t(d.samples.size()) > limit) d.samples.resize(size_t(limit));
+static void apply_limit(Dataset& d, int64_t limit, uint64_t seed) {
+  const size_t n = d.samples.size();
+  if (limit <= 0 || int64_t(n) <= limit) return;
+  std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ull + 0x5EEDu);
+  auto shuffle = [&rng](std::vector<size_t>& v) {  // Fisher-Yates: the same order on every platform
+    for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[size_t(rng() % i)]);
+  };
+  std::vector<size_t> chosen;
+  const bool labelled = d.has_labels();
+  if (labelled) {
+    std::map<int, std::vector<size_t>> by_class;
+    for (size_t i = 0; i < n; ++i) by_class[d.samples[i].label].push_back(i);
+    // Each class's share, floor(limit * n_c / n), then the remainder to the largest fractions.
+    std::vector<std::pair<double, int>> fractions;
+    std::map<int, size_t> take;
+    size_t given = 0;
+    for (auto& [label, idx] : by_class) {
+      const double exact = double(limit) * double(idx.size()) / double(n);
+      take[label] = size_t(exact);
+      given += take[label];
+      fractions.push_back({exact - std::floor(exact), label});
+    }
+    std::stable_sort(fractions.begin(), fractions.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    for (size_t k = 0; given < size_t(limit) && k < fractions.size(); ++k, ++given) ++take[fractions[k].second];
+    for (auto& [label, idx] : by_class) {
+      shuffle(idx);
+      chosen.insert(chosen.end(), idx.begin(), idx.begin() + long(std::min(take[label], idx.size())));
+    }
+  } else {
+    chosen.resize(n);
+    for (size_t i = 0; i < n; ++i) chosen[i] = i;
+    shuffle(chosen);
+    chosen.resize(size_t(limit));
+  }
+  std::sort(chosen.begin(), chosen.end());
+  std::vector<Sample> kept;
+  kept.reserve(chosen.size());
+  for (size_t i : chosen) kept.push_back(std::move(d.samples[i]));
+  d.samples = std::move(kept);
+  d.subset_note = std::string(labelled ? "a class-stratified" : "a uniform") + " random subset of " +
+                  std::to_string(d.samples.size()) + " of the " + std::to_string(n) + " samples (seed " +
+                  std::to_string(seed) + ")";
 }
 
 Dataset open_class_folders(const std::string& root) {
@@ -260,7 +302,7 @@ Dataset open_csv(const std::string& path, const DatasetOptions& options) {
     for (auto& [label, name] : names) d.classnames[size_t(label)] = name;
   }
   if (d.samples.empty()) throw Error(path + ": no rows after the header");
-  apply_limit(d, options.limit);
+  apply_limit(d, options.limit, options.limit_seed);
   return d;
 }
 
@@ -276,7 +318,7 @@ Dataset open_idx(const std::string& images_path, const DatasetOptions& options) 
   Dataset d;
   d.source = images_path;
   d.name = fs::path(images_path).filename().string();
-  d.arrays = clip::read_idx_images(images_path, options.limit);
+  d.arrays = clip::read_idx_images(images_path);
   const auto y = clip::read_idx_labels(labels);
   if (y.size() < d.arrays.size())
     throw Error(labels + ": " + std::to_string(y.size()) + " labels for " + std::to_string(d.arrays.size()) +
@@ -292,6 +334,7 @@ Dataset open_idx(const std::string& images_path, const DatasetOptions& options) 
   for (auto& s : d.samples) maxl = std::max(maxl, s.label);
   for (int c = 0; c <= maxl; ++c) d.classnames.push_back(std::to_string(c));
   if (d.samples.empty()) throw Error(images_path + ": no images");
+  apply_limit(d, options.limit, options.limit_seed);
   return d;
 }
 
@@ -405,7 +448,7 @@ Dataset open_dataset(const std::string& spec, const DatasetOptions& options) {
   if (spec.empty()) throw Error("no dataset given");
   if (fs::is_directory(spec)) {
     Dataset d = open_class_folders(spec);
-    apply_limit(d, options.limit);
+    apply_limit(d, options.limit, options.limit_seed);
     return d;
   }
   const std::string l = lower(spec);
@@ -415,7 +458,7 @@ Dataset open_dataset(const std::string& spec, const DatasetOptions& options) {
   };
   if (l.find(".tar") != std::string::npos && (ends(".tar") || ends(".tar.gz") || ends(".tgz") || l.find('{') != std::string::npos || l.find(',') != std::string::npos)) {
     Dataset d = open_webdataset(expand_shards(spec));
-    apply_limit(d, options.limit);
+    apply_limit(d, options.limit, options.limit_seed);
     return d;
   }
   if (!fs::exists(spec)) throw Error(spec + ": no such file or folder");

@@ -40,6 +40,7 @@ struct Dataset {
   std::vector<std::string> classnames;  // index = label; may be empty (CSV without class names)
   std::vector<Sample> samples;
   std::vector<clip::Image> arrays;      // decoded images of array formats (IDX)
+  std::string subset_note;              // set when DatasetOptions::limit took a subset: what and how
 
   size_t size() const { return samples.size(); }
   int num_classes() const;              // classnames.size(), or max label + 1
@@ -55,7 +56,11 @@ struct Dataset {
 struct DatasetOptions {
   std::string root;         // CSV: folder that relative image paths resolve against
   std::string labels_path;  // IDX: labels file (default: found beside the images)
-  int64_t limit = 0;        // > 0: keep only the first `limit` samples
+  // > 0: keep a seeded subset of `limit` samples, in their original order: stratified by class
+  // (each class in proportion to its size) when every sample has a label, else uniform. Never
+  // "the first N" (a class-sorted folder would give one class).
+  int64_t limit = 0;
+  uint64_t limit_seed = 0;
 };
 
 // Opens `spec` by its kind (folder, .csv, IDX, .tar shards). Throws clip::Error naming the

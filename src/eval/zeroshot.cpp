@@ -12,19 +12,12 @@
 #include "core/error.h"
 #include "core/io.h"
 #include "eval/metrics.h"
+#include "text/prompt.h"
 
 namespace clip::eval {
 
 std::string format_template(const std::string& templ, const std::string& classname) {
-  std::string out;
-  bool replaced = false;
-  for (size_t i = 0; i < templ.size();) {
-    if (templ.compare(i, 3, "{c}") == 0) { out += classname; i += 3; replaced = true; }
-    else if (templ.compare(i, 2, "{}") == 0) { out += classname; i += 2; replaced = true; }
-    else out += templ[i++];
-  }
-  if (!replaced) throw Error("prompt template \"" + templ + "\" has no {} or {c} for the class name");
-  return out;
+  return format_prompt(templ, classname);
 }
 
 ClassEmbeddings class_embeddings_from_templates(const float* t, int num_classes, int num_templates, int dim) {

@@ -13,7 +13,9 @@
 #include "core/threads.h"
 #include "model/clip_model.h"
 #include "model/weights.h"
+#include "text/prompt.h"
 #include "text/tokenizer.h"
+#include "text/vocabulary.h"
 #include "vision/image.h"
 #include "vision/preprocess.h"
 
@@ -38,34 +40,29 @@ namespace fs = std::filesystem;
 
 void normalize_rows(Embeddings& e) { l2_normalize_rows(e.data.data(), e.rows, e.cols); }
 
-std::string replace_braces(const std::string& tmpl, const std::string& label) {
-  std::string out = tmpl;
-  auto pos = out.find("{}");
-  if (pos == std::string::npos) return out + " " + label;
-  out.replace(pos, 2, label);
-  return out;
-}
-
-std::shared_ptr<Tokenizer> load_tokenizer(const std::string& vocab, const std::string& model_dir,
-                                          std::string& why_not) {
-  if (!vocab.empty()) {
-    if (fs::is_directory(vocab)) return std::make_shared<Tokenizer>(Tokenizer::from_directory(vocab));
-    if (vocab.ends_with(".json")) {
-      auto merges = (fs::path(vocab).parent_path() / "merges.txt").string();
-      return std::make_shared<Tokenizer>(Tokenizer::from_hf(vocab, merges));
-    }
-    return std::make_shared<Tokenizer>(Tokenizer::from_openai_bpe(vocab));
-  }
+// The tokenizer: the one named, else the model directory's own, else (for a model with OpenAI's
+// vocabulary size, as every OpenAI / open_clip checkpoint has) the OpenAI vocabulary installed
+// with the program. Without one, text calls fail with `why_not`.
+std::shared_ptr<Tokenizer> load_model_tokenizer(const std::string& vocab, const std::string& model_dir,
+                                                int model_vocab_size, std::string& why_not) {
+  if (!vocab.empty()) return std::make_shared<Tokenizer>(load_tokenizer(vocab));
   if (!model_dir.empty()) {
     try {
       return std::make_shared<Tokenizer>(Tokenizer::from_directory(model_dir));
     } catch (const Error& e) {
       why_not = std::string(e.what()) + " (give the vocabulary with --vocab / ModelOptions::vocab_path)";
-      return nullptr;
     }
   }
-  why_not = "the checkpoint carries no tokenizer files: give the vocabulary (e.g. "
-            "bpe_simple_vocab_16e6.txt.gz) with --vocab / ModelOptions::vocab_path";
+  constexpr int kOpenAIVocabSize = 49408;
+  if (model_vocab_size == kOpenAIVocabSize) {
+    const std::string def = default_vocabulary_path();
+    if (!def.empty()) return std::make_shared<Tokenizer>(load_tokenizer(def));
+    why_not = no_vocabulary_message();
+    return nullptr;
+  }
+  if (why_not.empty())
+    why_not = "the checkpoint carries no tokenizer files and its vocabulary (" + std::to_string(model_vocab_size) +
+              " tokens) is not OpenAI's: give it with --vocab / ModelOptions::vocab_path";
   return nullptr;
 }
 }  // namespace
@@ -100,7 +97,8 @@ Model Model::load(const std::string& path, const ModelOptions& options) {
   impl->decode.exif_orient = options.exif_orient;
   impl->decode.max_pixels = options.max_pixels;
   impl->decode.jpeg_draft_min_side = options.fast_jpeg ? impl->preprocess.image_size : 0;
-  impl->tokenizer = load_tokenizer(options.vocab_path, model_dir, impl->tokenizer_error);
+  impl->tokenizer =
+      load_model_tokenizer(options.vocab_path, model_dir, ckpt.config.text.vocab_size, impl->tokenizer_error);
   if (impl->tokenizer && impl->tokenizer->vocab_size() > ckpt.config.text.vocab_size)
     throw Error(path + ": the tokenizer has " + std::to_string(impl->tokenizer->vocab_size()) +
                 " tokens but the model's token embedding has only " +
@@ -132,34 +130,62 @@ std::string Model::describe() const {
   return s;
 }
 
-Embeddings Model::encode_image_files(const std::vector<std::string>& paths, int batch_size) const {
-  const int S = image_size(), D = embed_dim();
+namespace {
+// Decodes and preprocesses each batch in parallel, then encodes the batch's good images.
+// Without `skipped` the first bad file (in input order) is thrown; with it, bad files are
+// listed there and left out of the rows.
+Embeddings encode_files(const Model::Impl& impl, int S, int D, const std::vector<std::string>& paths,
+                        int batch_size, std::vector<SkippedInput>* skipped) {
   const size_t per_image = size_t(3) * S * S;
   batch_size = std::max(1, batch_size);
   Embeddings out;
-  out.rows = int64_t(paths.size());
   out.cols = D;
-  out.data.assign(paths.size() * size_t(D), 0.f);
+  out.data.reserve(paths.size() * size_t(D));
   std::vector<float> pixels;
   for (size_t start = 0; start < paths.size(); start += size_t(batch_size)) {
-    size_t n = std::min(paths.size() - start, size_t(batch_size));
+    const size_t n = std::min(paths.size() - start, size_t(batch_size));
     pixels.resize(n * per_image);
     std::vector<std::string> errors(n);
 #pragma omp parallel for schedule(dynamic, 1)
     for (size_t i = 0; i < n; ++i) {
       try {
-        Image img = decode_image_file(paths[start + i], impl_->decode);
-        preprocess_image(img, impl_->preprocess, pixels.data() + i * per_image);
+        Image img = decode_image_file(paths[start + i], impl.decode);
+        preprocess_image(img, impl.preprocess, pixels.data() + i * per_image);
       } catch (const std::exception& e) {
         errors[i] = e.what();
+        if (errors[i].empty()) errors[i] = paths[start + i] + ": cannot be read";
       }
     }
-    for (auto& e : errors)
-      if (!e.empty()) throw Error(e);
-    impl_->model->encode_images(pixels.data(), int(n), out.data.data() + start * size_t(D));
+    // Compact the good images to the front of the batch, in order.
+    size_t good = 0;
+    for (size_t i = 0; i < n; ++i) {
+      if (!errors[i].empty()) {
+        if (!skipped) throw Error(errors[i]);
+        skipped->push_back({int64_t(start + i), paths[start + i], errors[i]});
+        continue;
+      }
+      if (good != i)
+        std::copy(pixels.begin() + long(i * per_image), pixels.begin() + long((i + 1) * per_image),
+                  pixels.begin() + long(good * per_image));
+      ++good;
+    }
+    if (good == 0) continue;
+    out.data.resize(size_t(out.rows + int64_t(good)) * size_t(D));
+    impl.model->encode_images(pixels.data(), int(good), out.data.data() + size_t(out.rows) * size_t(D));
+    out.rows += int64_t(good);
   }
   normalize_rows(out);
   return out;
+}
+}  // namespace
+
+Embeddings Model::encode_image_files(const std::vector<std::string>& paths, int batch_size) const {
+  return encode_files(*impl_, image_size(), embed_dim(), paths, batch_size, nullptr);
+}
+
+Embeddings Model::encode_image_files(const std::vector<std::string>& paths, int batch_size,
+                                     std::vector<SkippedInput>& skipped) const {
+  return encode_files(*impl_, image_size(), embed_dim(), paths, batch_size, &skipped);
 }
 
 Embeddings Model::encode_image_rgb(const uint8_t* rgb, int width, int height) const {
@@ -175,8 +201,9 @@ Embeddings Model::encode_image_rgb(const uint8_t* rgb, int width, int height) co
   return out;
 }
 
-std::vector<int32_t> Model::tokenize(const std::vector<std::string>& texts, bool truncate) const {
-  return impl_->tok().tokenize(texts, context_length(), truncate);
+std::vector<int32_t> Model::tokenize(const std::vector<std::string>& texts, bool truncate,
+                                     std::vector<int64_t>* truncated) const {
+  return impl_->tok().tokenize(texts, context_length(), truncate, truncated);
 }
 
 Embeddings Model::encode_token_ids(const std::vector<int32_t>& ids, int count, int ctx) const {
@@ -200,31 +227,33 @@ Embeddings Model::encode_token_ids(const std::vector<int32_t>& ids, int count, i
   return out;
 }
 
-Embeddings Model::encode_texts(const std::vector<std::string>& texts, int batch_size) const {
+Embeddings Model::encode_texts(const std::vector<std::string>& texts, int batch_size, bool truncate,
+                               std::vector<int64_t>* truncated) const {
   const int ctx = context_length();
   batch_size = std::max(1, batch_size);
+  // All texts tokenized first: an error names the text by its index in `texts`.
+  const std::vector<int32_t> ids = impl_->tok().tokenize(texts, ctx, truncate, truncated);
   Embeddings out;
   out.rows = int64_t(texts.size());
   out.cols = embed_dim();
   out.data.resize(texts.size() * size_t(out.cols));
   for (size_t start = 0; start < texts.size(); start += size_t(batch_size)) {
-    size_t n = std::min(texts.size() - start, size_t(batch_size));
-    std::vector<std::string> chunk(texts.begin() + long(start), texts.begin() + long(start + n));
-    std::vector<int32_t> ids = impl_->tok().tokenize(chunk, ctx, false);
-    impl_->model->encode_texts(ids.data(), int(n), ctx, out.data.data() + start * size_t(out.cols));
+    const size_t n = std::min(texts.size() - start, size_t(batch_size));
+    impl_->model->encode_texts(ids.data() + start * size_t(ctx), int(n), ctx,
+                               out.data.data() + start * size_t(out.cols));
   }
   normalize_rows(out);
   return out;
 }
 
 Embeddings Model::class_embeddings(const std::vector<std::string>& labels,
-                                   const std::vector<std::string>& templates) const {
+                                   const std::vector<std::string>& templates, bool truncate) const {
   if (templates.empty()) throw Error("zero-shot: no prompt templates given");
   std::vector<std::string> prompts;
   prompts.reserve(labels.size() * templates.size());
   for (auto& l : labels)
-    for (auto& t : templates) prompts.push_back(replace_braces(t, l));
-  Embeddings all = encode_texts(prompts);
+    for (auto& t : templates) prompts.push_back(format_prompt(t, l));
+  Embeddings all = encode_texts(prompts, 64, truncate);
   Embeddings out;
   out.rows = int64_t(labels.size());
   out.cols = all.cols;

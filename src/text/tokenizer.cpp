@@ -576,7 +576,7 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
 }
 
 std::vector<int32_t> Tokenizer::tokenize(const std::vector<std::string>& texts, int context_length,
-                                         bool truncate) const {
+                                         bool truncate, std::vector<int64_t>* truncated) const {
   if (context_length < 1) throw Error("tokenize: context length must be at least 1, got " + std::to_string(context_length));
   const size_t ctx = static_cast<size_t>(context_length);
   std::vector<int32_t> result(texts.size() * ctx, 0);
@@ -589,8 +589,9 @@ std::vector<int32_t> Tokenizer::tokenize(const std::vector<std::string>& texts, 
         std::string shown = texts[t].size() > 100 ? texts[t].substr(0, 100) + "..." : texts[t];
         throw Error("tokenize: input " + std::to_string(t) + " \"" + text::sanitize_utf8(shown) + "\" is " +
                     std::to_string(ids.size()) + " tokens with start and end, too long for context length " +
-                    std::to_string(context_length) + " (pass truncate to cut it)");
+                    std::to_string(context_length) + " (--truncate / truncate=true cuts it)");
       }
+      if (truncated) truncated->push_back(int64_t(t));
       ids.resize(ctx);
       ids.back() = vocab_->eot;
     }

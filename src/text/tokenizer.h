@@ -33,8 +33,9 @@ class Tokenizer {
   // Row-major [texts.size(), context_length]: start, BPE ids, end, zero padding. A text that
   // does not fit throws clip::Error naming it and its length, unless `truncate`, which keeps
   // the first context_length tokens and sets the last to the end token (as clip.tokenize).
+  // `truncated` (optional) receives the indices of the texts that were cut.
   std::vector<int32_t> tokenize(const std::vector<std::string>& texts, int context_length = 77,
-                                bool truncate = false) const;
+                                bool truncate = false, std::vector<int64_t>* truncated = nullptr) const;
 
   int32_t sot_token() const;
   int32_t eot_token() const;

@@ -99,9 +99,14 @@ double clip_grad_norm(T* grads, const std::vector<std::pair<size_t, size_t>>& ra
 template <typename T>
 AdamW<T>::AdamW(TrainableClip<T>& model, const AdamWConfig& config)
     : model_(model), config_(config), m_(model.num_params(), T(0)), v_(model.num_params(), T(0)) {
-  if (!(config.beta1 >= 0 && config.beta1 < 1 && config.beta2 >= 0 && config.beta2 < 1 &&
-        config.eps > 0 && config.weight_decay >= 0 && config.lr >= 0))
-    throw Error("training: invalid AdamW hyper-parameters");
+  auto bad = [](const char* name, double v, const char* rule) {
+    return Error(std::string("training: AdamW ") + name + " = " + std::to_string(v) + ": must be " + rule);
+  };
+  if (!(config.lr >= 0)) throw bad("learning rate", double(config.lr), ">= 0");
+  if (!(config.beta1 >= 0 && config.beta1 < 1)) throw bad("beta1", double(config.beta1), "in [0, 1)");
+  if (!(config.beta2 >= 0 && config.beta2 < 1)) throw bad("beta2", double(config.beta2), "in [0, 1)");
+  if (!(config.eps > 0)) throw bad("eps", double(config.eps), "> 0");
+  if (!(config.weight_decay >= 0)) throw bad("weight decay", double(config.weight_decay), ">= 0");
 }
 
 template <typename T>

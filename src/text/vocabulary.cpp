@@ -1,0 +1,64 @@
+#include "text/vocabulary.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "core/error.h"
+
+#ifndef CLIP_INSTALL_DATADIR
+#define CLIP_INSTALL_DATADIR ""
+#endif
+
+namespace clip {
+namespace fs = std::filesystem;
+
+Tokenizer load_tokenizer(const std::string& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) return Tokenizer::from_directory(path);
+  if (path.size() > 5 && path.compare(path.size() - 5, 5, ".json") == 0)
+    return Tokenizer::from_hf(path, (fs::path(path).parent_path() / "merges.txt").string());
+  return Tokenizer::from_openai_bpe(path);
+}
+
+namespace {
+fs::path executable_dir() {
+  char buf[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return {};
+  buf[n] = 0;
+  return fs::path(buf).parent_path();
+}
+}  // namespace
+
+std::vector<std::string> default_vocabulary_candidates() {
+  std::vector<std::string> c;
+  if (const char* env = std::getenv("CLIP_VOCAB"); env && *env) c.push_back(env);
+  const fs::path exe = executable_dir();
+  if (!exe.empty()) {
+    c.push_back((exe / "share" / "clip" / kOpenAIVocabFile).string());
+    c.push_back((exe.parent_path() / "share" / "clip" / kOpenAIVocabFile).lexically_normal().string());
+  }
+  if (*CLIP_INSTALL_DATADIR) c.push_back((fs::path(CLIP_INSTALL_DATADIR) / "clip" / kOpenAIVocabFile).string());
+  return c;
+}
+
+std::string default_vocabulary_path() {
+  if (const char* env = std::getenv("CLIP_VOCAB"); env && *env) return env;  // as given: errors name it
+  for (const std::string& p : default_vocabulary_candidates()) {
+    std::error_code ec;
+    if (fs::exists(p, ec)) return p;
+  }
+  return "";
+}
+
+std::string no_vocabulary_message() {
+  std::string looked;
+  for (const std::string& p : default_vocabulary_candidates()) looked += (looked.empty() ? "" : ", ") + p;
+  return std::string("no vocabulary: pass --vocab FILE (OpenAI's ") + kOpenAIVocabFile +
+         ", a vocab.json with merges.txt beside it, or a model folder) or set CLIP_VOCAB (looked in: " + looked +
+         ")";
+}
+
+}  // namespace clip

@@ -1,0 +1,27 @@
+#pragma once
+// Where a tokenizer comes from: a path the user names, or the OpenAI vocabulary installed with
+// the program. Never the current directory: `clip tokenize "Hello"` works from anywhere.
+#include <string>
+#include <vector>
+
+#include "text/tokenizer.h"
+
+namespace clip {
+
+// The file name of OpenAI's vocabulary (the one every OpenAI / open_clip model uses).
+inline constexpr const char* kOpenAIVocabFile = "bpe_simple_vocab_16e6.txt.gz";
+
+// `path`: a folder (tokenizer files of a model directory or a vocabulary folder), a vocab.json
+// (merges.txt beside it), or an OpenAI .txt.gz.
+Tokenizer load_tokenizer(const std::string& path);
+
+// Candidate locations of the default vocabulary, in order: $CLIP_VOCAB; share/clip/ beside the
+// executable (the build tree); ../share/clip/ above it (an installed prefix); the configured
+// install data folder.
+std::vector<std::string> default_vocabulary_candidates();
+// The first candidate that exists, or "".
+std::string default_vocabulary_path();
+// "no vocabulary: pass --vocab ... (looked in: ...)".
+std::string no_vocabulary_message();
+
+}  // namespace clip
