@@ -111,6 +111,10 @@ const CommandRegistrar data_command("data", 65, [](CLI::App& root) {
   c->add_option("--seed", opts->seed, "Noise seed (each image's noise also depends on its id)");
   c->add_option("--root", opts->root, "Folder that a CSV's relative image paths resolve against");
   c->add_option("--limit", opts->limit, "Only N images: a class-stratified (or uniform) seeded subset");
+  c->footer(
+      "Examples:\n"
+      "  clip data corrupt -i ../shared/data/cifar10_jpeg/test -o corrupted -c all -s 3\n"
+      "  clip data corrupt -i test.csv -o corrupted -c gaussian_noise,jpeg -s 1,3,5 --limit 1000 --seed 7");
   c->callback([opts] { run_corrupt(*opts); });
 });
 

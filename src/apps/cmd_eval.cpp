@@ -656,6 +656,11 @@ const CommandRegistrar eval_command("eval", 60, [](CLI::App& root) {
   add_prompt_options(z, *zs);
   z->add_flag("--per-class", zs->per_class, "Print and store per-class recall");
   z->add_flag("--confusion", zs->confusion, "Store the confusion matrix in the result");
+  z->footer(
+      "Examples:\n"
+      "  clip eval zeroshot -m models/cifar10-vit-tiny -d ../shared/data/cifar10_jpeg/test --dataset-name cifar10\n"
+      "  clip eval zeroshot -m model.safetensors -d test.csv --templates-file templates.txt --limit 1000 --json\n"
+      "Templates: {} and {c} stand for the class name. Results are printed; -o DIR also writes them as JSON.");
   z->callback([zs] { run_zeroshot(*zs); });
 
   auto lp = std::make_shared<ProbeOptions>();
@@ -676,6 +681,11 @@ const CommandRegistrar eval_command("eval", 60, [](CLI::App& root) {
   l->add_option("--seed", lp->seed, "Seed of the validation split and the few-shot samples");
   l->add_flag("--normalize-features", lp->normalize, "L2-normalize image features first (as CLIP_benchmark)");
   l->add_flag("-v,--verbose", lp->verbose, "Print L-BFGS and search progress");
+  l->footer(
+      "Examples:\n"
+      "  clip eval linear-probe -m models/cifar10-vit-tiny --train cifar10/train --test cifar10/test\n"
+      "  clip eval linear-probe -m model.safetensors --train train/ --test test/ --shots 1,2,4,8,16 --seeds 5\n"
+      "  clip eval linear-probe --train-features x.npy --train-labels y.txt --test-features tx.npy --test-labels ty.txt");
   l->callback([lp] { run_probe(*lp); });
 
   auto rt = std::make_shared<RetrievalOptions>();
@@ -686,6 +696,10 @@ const CommandRegistrar eval_command("eval", 60, [](CLI::App& root) {
   t->add_option("--text-features", rt->text_features, "Precomputed caption features (.npy)");
   t->add_option("--text-image", rt->text_image, "Image index of each caption (.npy)");
   t->add_option("--recall-k", rt->ks, "Recall cut-offs, e.g. 1,5,10")->delimiter(',')->capture_default_str();
+  t->footer(
+      "Examples:\n"
+      "  clip eval retrieval -m models/cifar10-vit-tiny -d flickr8k/captions.txt --root flickr8k/images\n"
+      "  clip eval retrieval --image-features i.npy --text-features t.npy --text-image ti.npy --recall-k 1,5,10");
   t->callback([rt] { run_retrieval(*rt); });
 
   auto rb = std::make_shared<RobustnessOptions>();
@@ -694,12 +708,18 @@ const CommandRegistrar eval_command("eval", 60, [](CLI::App& root) {
   add_prompt_options(b, rb->z);
   b->add_option("--variant", rb->variants, "A shifted set (folder, CSV, ...), optionally NAME=SPEC; repeatable")
       ->required();
+  b->footer(
+      "Examples:\n"
+      "  clip data corrupt -i cifar10/test -o corrupted -c gaussian_noise,contrast -s 3\n"
+      "  clip eval robustness -m models/cifar10-vit-tiny -d cifar10/test --variant corrupted/gaussian_noise/3 \\\n"
+      "      --variant low_contrast=corrupted/contrast/3");
   b->callback([rb] { run_robustness(*rb); });
 
   auto rp = std::make_shared<ReportOptions>();
   CLI::App* r = eval->add_subcommand("report", "Merge results into Markdown/CSV tables and SVG plots");
   r->add_option("inputs", rp->inputs, "Result files or folders")->required();
   r->add_option("-o,--output", rp->output, "Report folder");
+  r->footer("Examples:\n  clip eval report results/ -o report/");
   r->callback([rp] { run_report(*rp); });
 });
 

@@ -141,6 +141,11 @@ const CommandRegistrar info_command("info", 70, [](CLI::App& root) {
                 "Describe this machine instead: CPU features, the CLIP_MAX_ISA cap, kernel paths");
   cmd->add_option("--config", opts->config, "Model config JSON (open_clip or Hugging Face) overriding the model's");
   cmd->add_flag("--json", opts->json, "Print JSON");
+  cmd->footer(
+      "Examples:\n"
+      "  clip info -m models/cifar10-vit-tiny\n"
+      "  clip info -m ViT-B-32.safetensors --json\n"
+      "  clip info --system");
   cmd->callback([opts] { run_info(*opts); });
 });
 

@@ -732,6 +732,12 @@ const CommandRegistrar train_command("train", 67, [](CLI::App& root) {
       cli->options[s.name] = o;
     }
   }
+  cmd->footer(
+      "Examples:\n"
+      "  clip train --train-data pairs.csv --model-config ViT-B-32 --batch-size 256 --epochs 10 --output runs/b32\n"
+      "  clip train --config recipes/cifar10/train.json --output runs/cifar10 --resume latest\n"
+      "Ctrl-C (or SIGTERM) stops after the current step with a checkpoint; --resume latest continues it exactly.\n"
+      "Piped, a line per --log-every steps; on a terminal, a progress line.");
   cmd->callback([cli] { run_train(*cli); });
 });
 
