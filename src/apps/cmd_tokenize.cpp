@@ -126,6 +126,11 @@ const CommandRegistrar tokenizer_command("tokenizer", 81, [](CLI::App& root) {
       ->capture_default_str();
   train->add_option("-o,--output", opts->output, "Output directory")->required();
   train->add_option("--min-count", opts->min_count, "Stop when no pair occurs this often")->capture_default_str();
+  train->footer(
+      "Examples:\n"
+      "  clip tokenizer train --vocab-size 8192 -o vocab/ captions.txt\n"
+      "  clip tokenizer train --vocab-size 560 --min-count 1 -o vocab/ pairs.csv   # the caption column\n"
+      "Then: clip train --vocab vocab/ ...  or  clip tokenize --vocab vocab/ \"a photo\"");
   train->callback([opts] { run_train(*opts); });
 });
 

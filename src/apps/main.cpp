@@ -50,6 +50,16 @@ std::string unknown_command_message(int argc, char** argv, const std::vector<Ent
   if (best_d <= std::max<size_t>(2, word.size() / 3)) msg += "; did you mean '" + best + "'?";
   return msg + " (commands: " + names + "; clip --help)";
 }
+// "embed " or "eval zeroshot ": the subcommand words before the first option, for a hint.
+std::string help_path(int argc, char** argv) {
+  std::string path;
+  for (int i = 1; i < argc && i < 3 && argv[i][0] != '-'; ++i) {
+    const std::string w = argv[i];
+    if (w.find_first_not_of("abcdefghijklmnopqrstuvwxyz-") != std::string::npos) break;
+    path += w + " ";
+  }
+  return path;
+}
 }  // namespace
 
 CommandRegistrar::CommandRegistrar(std::string name, int order, CommandSetup setup) {
@@ -75,8 +85,18 @@ int main(int argc, char** argv) {
   try {
     clip::cpu_isa();  // a bad CLIP_MAX_ISA is an error before any work
     app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
+  } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::RuntimeError& e) {
+    return e.get_exit_code();  // a command's own status (clip train: 130/143 after Ctrl-C/SIGTERM)
+  } catch (const CLI::ParseError& e) {
+    // A flag CLI11 rejected: the same one-line form as every other error, status 2 (usage).
+    std::fprintf(stderr, "clip: error: %s (see clip %s--help)\n", e.what(), help_path(argc, argv).c_str());
+    return 2;
   } catch (const clip::Error& e) {
     std::fprintf(stderr, "clip: error: %s\n", e.what());
     return 1;
