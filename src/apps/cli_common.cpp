@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "core/embeddings_file.h"
 #include "core/error.h"
 #include "core/io.h"
 #include "core/progress.h"
@@ -83,31 +84,6 @@ std::vector<std::string> split_labels(const std::string& s) {
     pos = c + 1;
   }
   return out;
-}
-
-std::string tsv_escape(const std::string& s) {
-  std::string o;
-  for (char c : s) {
-    if (c == '\t') o += "\\t";
-    else if (c == '\n') o += "\\n";
-    else if (c == '\r') o += "\\r";
-    else if (c == '\\') o += "\\\\";
-    else o += c;
-  }
-  return o;
-}
-
-std::string tsv_unescape(const std::string& s) {
-  std::string o;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] != '\\' || i + 1 == s.size()) {
-      o += s[i];
-      continue;
-    }
-    const char n = s[++i];
-    o += n == 't' ? '\t' : n == 'n' ? '\n' : n == 'r' ? '\r' : n;
-  }
-  return o;
 }
 
 int logical_cpus() {
@@ -261,33 +237,16 @@ clip::Embeddings encode_texts(const char* command, const clip::Model& model, con
 }
 
 SavedEmbeddings read_saved_embeddings(const std::string& npy_path) {
-  std::vector<int64_t> shape;
-  std::vector<float> data = read_npy_f32(npy_path, shape);
-  if (shape.size() != 2) throw Error(npy_path + ": expected a 2-D float32 array [rows, dim] written by clip embed");
-  fs::path tsv(npy_path);
-  tsv.replace_extension(".tsv");
-  std::error_code ec;
-  if (!fs::exists(tsv, ec)) throw Error(npy_path + ": no " + tsv.string() + " beside it naming the rows (clip embed writes both)");
-  const std::vector<std::string> lines = read_text_lines(tsv.string());
-  if (lines.empty() || lines[0] != "row\tkind\tsource")
-    throw Error(tsv.string() + ": expected the header \"row<TAB>kind<TAB>source\" written by clip embed");
-  if (int64_t(lines.size()) - 1 != shape[0])
-    throw Error(tsv.string() + ": names " + std::to_string(lines.size() - 1) + " rows but " + npy_path + " holds " +
-                std::to_string(shape[0]));
+  const EmbeddingRows r = read_embedding_rows(npy_path);
   SavedEmbeddings s;
-  s.images.cols = s.texts.cols = shape[1];
-  for (size_t i = 1; i < lines.size(); ++i) {
-    const std::string& l = lines[i];
-    const size_t t1 = l.find('\t'), t2 = t1 == std::string::npos ? t1 : l.find('\t', t1 + 1);
-    if (t2 == std::string::npos) throw Error(tsv.string() + ":" + std::to_string(i + 1) + ": expected row, kind, source");
-    const std::string kind = l.substr(t1 + 1, t2 - t1 - 1), source = tsv_unescape(l.substr(t2 + 1));
-    const float* row = data.data() + (i - 1) * size_t(shape[1]);
-    clip::Embeddings& dst = kind == "image" ? s.images : s.texts;
-    if (kind != "image" && kind != "text")
-      throw Error(tsv.string() + ":" + std::to_string(i + 1) + ": kind \"" + kind + "\" is neither image nor text");
-    dst.data.insert(dst.data.end(), row, row + shape[1]);
+  s.images.cols = s.texts.cols = r.cols;
+  for (int64_t i = 0; i < r.rows; ++i) {
+    const bool image = r.kinds[size_t(i)] == "image";
+    clip::Embeddings& dst = image ? s.images : s.texts;
+    const float* row = r.data.data() + size_t(i) * size_t(r.cols);
+    dst.data.insert(dst.data.end(), row, row + r.cols);
     ++dst.rows;
-    (kind == "image" ? s.image_sources : s.text_sources).push_back(source);
+    (image ? s.image_sources : s.text_sources).push_back(r.sources[size_t(i)]);
   }
   return s;
 }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "clip/clip.h"
+#include "core/embeddings_file.h"  // tsv_escape
 
 namespace clip::app {
 
@@ -24,9 +25,6 @@ std::vector<std::string> expand_image_inputs(const std::vector<std::string>& inp
 std::vector<std::string> read_text_lines(const std::string& path, bool keep_empty = false);
 // Splits "dog,cat , bird" into trimmed labels.
 std::vector<std::string> split_labels(const std::string& s);
-// TSV cells: tab, newline, carriage return and backslash escaped as \t \n \r \\ (and back).
-std::string tsv_escape(const std::string& s);
-std::string tsv_unescape(const std::string& s);
 
 // Threads: 0 (all cores) up to this machine's logical CPUs.
 CLI::Validator threads_range();

@@ -21,43 +21,41 @@ struct EmbedOptions {
   std::string out;
 };
 
-std::string sidecar_path(const std::string& npy) {
-  std::filesystem::path side(npy);
-  side.replace_extension(".tsv");
-  return side.string();
-}
-
 void run_embed(const EmbedOptions& o) {
   // Everything that can be checked is checked before any work.
   if (o.out.size() < 5 || o.out.compare(o.out.size() - 4, 4, ".npy") != 0)
     throw Error("-o " + o.out + ": the output must be a .npy file (a .tsv beside it names the rows)");
   check_output_file(o.out, "-o");
-  check_output_file(sidecar_path(o.out), "-o (its .tsv)");
+  check_output_file(embedding_sidecar_path(o.out), "-o (its .tsv)");
   const std::vector<std::string> images = o.images.paths();
   // Row order: images (as given, folders expanded sorted), the texts files' lines, then each
   // --text in order.
   const std::vector<std::string> texts = o.texts.texts(/*keep_empty_lines=*/true);
   if (images.empty() && texts.empty()) throw Error("nothing to embed: give IMAGES and/or --text/--texts-file");
   clip::Model model = load_model(o.flags);
-  const int D = model.embed_dim();
-  std::vector<float> out;
-  std::string sidecar = "row\tkind\tsource\n";
-  size_t row = 0;
+  EmbeddingRows rows;
+  rows.cols = model.embed_dim();
   if (!images.empty()) {
     std::vector<size_t> kept;
     Embeddings e = encode_images("embed", model, images, o.flags.batch_size, o.images.strict, kept);
-    out.insert(out.end(), e.data.begin(), e.data.end());
-    for (size_t i : kept) sidecar += std::to_string(row++) + "\timage\t" + tsv_escape(images[i]) + "\n";
+    rows.data.insert(rows.data.end(), e.data.begin(), e.data.end());
+    for (size_t i : kept) {
+      rows.kinds.push_back("image");
+      rows.sources.push_back(images[i]);
+    }
   }
   if (!texts.empty()) {
     Embeddings e = encode_texts("embed", model, texts, o.flags.batch_size, o.texts.truncate);
-    out.insert(out.end(), e.data.begin(), e.data.end());
-    for (auto& t : texts) sidecar += std::to_string(row++) + "\ttext\t" + tsv_escape(t) + "\n";
+    rows.data.insert(rows.data.end(), e.data.begin(), e.data.end());
+    for (const auto& t : texts) {
+      rows.kinds.push_back("text");
+      rows.sources.push_back(t);
+    }
   }
-  write_npy_f32(o.out, out.data(), {int64_t(row), int64_t(D)});
-  write_file_atomic(sidecar_path(o.out), sidecar);
-  std::fprintf(stderr, "wrote %zu x %d embeddings to %s (rows named in %s)\n", row, D, o.out.c_str(),
-               sidecar_path(o.out).c_str());
+  rows.rows = int64_t(rows.kinds.size());
+  write_embedding_rows(o.out, rows);
+  std::fprintf(stderr, "wrote %lld x %lld embeddings to %s (rows named in %s)\n", static_cast<long long>(rows.rows),
+               static_cast<long long>(rows.cols), o.out.c_str(), embedding_sidecar_path(o.out).c_str());
 }
 
 CommandRegistrar reg("embed", 10, [](CLI::App& root) {
