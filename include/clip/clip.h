@@ -9,6 +9,7 @@
 //
 // Everything that can fail throws clip::Error (a std::runtime_error) whose message names the
 // file or input and the problem.
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -81,8 +82,10 @@ class Model {
   Embeddings encode_image_files(const std::vector<std::string>& paths, int batch_size = 32) const;
   // Batch runs that survive bad files: those are skipped (each listed in `skipped`, index into
   // `paths`), the rows returned are the other files', in input order.
+  // `sizes` (optional) receives each returned row's image {width, height} as decoded.
   Embeddings encode_image_files(const std::vector<std::string>& paths, int batch_size,
-                                std::vector<SkippedInput>& skipped) const;
+                                std::vector<SkippedInput>& skipped,
+                                std::vector<std::array<int, 2>>* sizes = nullptr) const;
   Embeddings encode_image_rgb(const uint8_t* rgb, int width, int height) const;  // interleaved RGB8
   // A text longer than the context throws clip::Error naming it, unless `truncate` (as
   // clip.tokenize(truncate=True): the first context_length tokens, the last one the end token);

@@ -74,6 +74,15 @@ int main(int argc, char** argv) {
   CLI::App app{"clip: CLIP (Radford et al., 2021) in C++ -- embed, classify, compare and evaluate"};
   app.set_version_flag("--version", std::string("clip ") + CLIP_VERSION);
   app.require_subcommand(1);
+  app.footer(
+      "One grammar (clip COMMAND --help for each command's flags, defaults and examples):\n"
+      "  images positional (files, folders) or --images; --text T (repeatable), --texts-file F;\n"
+      "  -m/--model, --vocab, --threads, -b/--batch-size, --truncate, --strict, --json where they apply.\n"
+      "Examples:\n"
+      "  clip zeroshot -m models/cifar10-vit-tiny cat.jpg --labels \"cat,dog,ship\"\n"
+      "  clip embed -m models/cifar10-vit-tiny photos/ --text \"a cat\" -o emb.npy\n"
+      "  clip similarity --embeddings emb.npy\n"
+      "Exit status: 0 done, 1 error, 2 bad flags, 130/143 interrupted.");
   std::vector<Entry> entries = registry();
   std::stable_sort(entries.begin(), entries.end(),
                    [](const Entry& a, const Entry& b) { return a.order < b.order; });

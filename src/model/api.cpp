@@ -135,7 +135,8 @@ namespace {
 // Without `skipped` the first bad file (in input order) is thrown; with it, bad files are
 // listed there and left out of the rows.
 Embeddings encode_files(const Model::Impl& impl, int S, int D, const std::vector<std::string>& paths,
-                        int batch_size, std::vector<SkippedInput>* skipped) {
+                        int batch_size, std::vector<SkippedInput>* skipped,
+                        std::vector<std::array<int, 2>>* sizes = nullptr) {
   const size_t per_image = size_t(3) * S * S;
   batch_size = std::max(1, batch_size);
   Embeddings out;
@@ -146,10 +147,12 @@ Embeddings encode_files(const Model::Impl& impl, int S, int D, const std::vector
     const size_t n = std::min(paths.size() - start, size_t(batch_size));
     pixels.resize(n * per_image);
     std::vector<std::string> errors(n);
+    std::vector<std::array<int, 2>> dims(n);
 #pragma omp parallel for schedule(dynamic, 1)
     for (size_t i = 0; i < n; ++i) {
       try {
         Image img = decode_image_file(paths[start + i], impl.decode);
+        dims[i] = {img.width, img.height};
         preprocess_image(img, impl.preprocess, pixels.data() + i * per_image);
       } catch (const std::exception& e) {
         errors[i] = e.what();
@@ -164,6 +167,7 @@ Embeddings encode_files(const Model::Impl& impl, int S, int D, const std::vector
         skipped->push_back({int64_t(start + i), paths[start + i], errors[i]});
         continue;
       }
+      if (sizes) sizes->push_back(dims[i]);
       if (good != i)
         std::copy(pixels.begin() + long(i * per_image), pixels.begin() + long((i + 1) * per_image),
                   pixels.begin() + long(good * per_image));
@@ -184,8 +188,9 @@ Embeddings Model::encode_image_files(const std::vector<std::string>& paths, int 
 }
 
 Embeddings Model::encode_image_files(const std::vector<std::string>& paths, int batch_size,
-                                     std::vector<SkippedInput>& skipped) const {
-  return encode_files(*impl_, image_size(), embed_dim(), paths, batch_size, &skipped);
+                                     std::vector<SkippedInput>& skipped,
+                                     std::vector<std::array<int, 2>>* sizes) const {
+  return encode_files(*impl_, image_size(), embed_dim(), paths, batch_size, &skipped, sizes);
 }
 
 Embeddings Model::encode_image_rgb(const uint8_t* rgb, int width, int height) const {

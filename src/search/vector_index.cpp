@@ -1,0 +1,119 @@
+#include "search/vector_index.h"
+
+#include <faiss/IndexFlat.h>
+#include <faiss/IndexHNSW.h>
+#include <faiss/IndexIDMap.h>
+#include <faiss/impl/FaissException.h>
+#include <faiss/index_io.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <random>
+
+#include "core/error.h"
+
+namespace clip::search {
+
+IndexType parse_index_type(const std::string& s) {
+  if (s == "exact" || s == "flat") return IndexType::Exact;
+  if (s == "hnsw") return IndexType::Hnsw;
+  throw Error("--index-type " + s + ": expected exact or hnsw");
+}
+
+const char* index_type_name(IndexType t) { return t == IndexType::Hnsw ? "hnsw" : "exact"; }
+
+struct VectorIndex::Impl {
+  std::unique_ptr<faiss::Index> index;  // an IndexIDMap2 around the flat or HNSW index
+  IndexType type = IndexType::Exact;
+  int dim = 0;
+};
+
+VectorIndex::VectorIndex(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+VectorIndex::VectorIndex(VectorIndex&&) noexcept = default;
+VectorIndex& VectorIndex::operator=(VectorIndex&&) noexcept = default;
+VectorIndex::~VectorIndex() = default;
+
+VectorIndex VectorIndex::build(IndexType type, int dim, const std::vector<int64_t>& ids,
+                               const std::vector<float>& vectors, int hnsw_m, int ef_search) {
+  if (dim <= 0) throw Error("vector index: dimension must be positive");
+  if (vectors.size() != ids.size() * size_t(dim)) throw Error("vector index: ids and vectors differ in count");
+  auto impl = std::make_unique<Impl>();
+  impl->type = type;
+  impl->dim = dim;
+  try {
+    faiss::Index* inner = nullptr;
+    if (type == IndexType::Hnsw) {
+      auto* h = new faiss::IndexHNSWFlat(dim, hnsw_m, faiss::METRIC_INNER_PRODUCT);
+      h->hnsw.efConstruction = 2 * hnsw_m + 16;
+      h->hnsw.efSearch = ef_search;
+      inner = h;
+    } else {
+      inner = new faiss::IndexFlatIP(dim);
+    }
+    auto* map = new faiss::IndexIDMap2(inner);
+    map->own_fields = true;
+    impl->index.reset(map);
+    if (!ids.empty()) map->add_with_ids(faiss::Index::idx_t(ids.size()), vectors.data(), reinterpret_cast<const faiss::Index::idx_t*>(ids.data()));
+  } catch (const faiss::FaissException& e) {
+    throw Error(std::string("vector index: ") + e.what());
+  }
+  return VectorIndex(std::move(impl));
+}
+
+VectorIndex VectorIndex::load(const std::string& path) {
+  auto impl = std::make_unique<Impl>();
+  try {
+    impl->index.reset(faiss::read_index(path.c_str()));
+  } catch (const faiss::FaissException& e) {
+    throw Error(path + ": cannot read the vector index: " + e.what());
+  }
+  auto* map = dynamic_cast<faiss::IndexIDMap2*>(impl->index.get());
+  if (!map) throw Error(path + ": not a clip vector index");
+  impl->dim = int(map->d);
+  impl->type = dynamic_cast<faiss::IndexHNSW*>(map->index) ? IndexType::Hnsw : IndexType::Exact;
+  return VectorIndex(std::move(impl));
+}
+
+void VectorIndex::save(const std::string& path) const {
+  namespace fs = std::filesystem;
+  const std::string tmp = path + ".tmp" + std::to_string(std::random_device{}());
+  try {
+    faiss::write_index(impl_->index.get(), tmp.c_str());
+  } catch (const faiss::FaissException& e) {
+    std::remove(tmp.c_str());
+    throw Error(path + ": cannot write the vector index: " + e.what());
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    std::remove(tmp.c_str());
+    throw Error(path + ": cannot replace: " + ec.message());
+  }
+}
+
+int64_t VectorIndex::size() const { return int64_t(impl_->index->ntotal); }
+int VectorIndex::dim() const { return impl_->dim; }
+IndexType VectorIndex::type() const { return impl_->type; }
+
+void VectorIndex::set_ef_search(int ef) {
+  auto* map = dynamic_cast<faiss::IndexIDMap2*>(impl_->index.get());
+  if (auto* h = map ? dynamic_cast<faiss::IndexHNSW*>(map->index) : nullptr) h->hnsw.efSearch = ef;
+}
+
+std::vector<Neighbour> VectorIndex::search(const float* query, int k) const {
+  if (k <= 0 || size() == 0) return {};
+  k = int(std::min<int64_t>(k, size()));
+  std::vector<float> scores(static_cast<size_t>(k));
+  std::vector<faiss::Index::idx_t> ids(static_cast<size_t>(k));
+  try {
+    impl_->index->search(1, query, k, scores.data(), ids.data());
+  } catch (const faiss::FaissException& e) {
+    throw Error(std::string("vector index: search failed: ") + e.what());
+  }
+  std::vector<Neighbour> out;
+  for (int i = 0; i < k; ++i)
+    if (ids[size_t(i)] >= 0) out.push_back({int64_t(ids[size_t(i)]), scores[size_t(i)]});
+  return out;
+}
+
+}  // namespace clip::search
