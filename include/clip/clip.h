@@ -15,6 +15,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "clip/error.h"
@@ -86,6 +87,11 @@ class Model {
   Embeddings encode_image_files(const std::vector<std::string>& paths, int batch_size,
                                 std::vector<SkippedInput>& skipped,
                                 std::vector<std::array<int, 2>>* sizes = nullptr) const;
+  // Encoded image files held in memory (JPEG, PNG, WebP, BMP, GIF bytes), e.g. from a request;
+  // `names` name them in `skipped`. Bad ones are skipped as above.
+  Embeddings encode_image_data(const std::vector<std::string_view>& images, const std::vector<std::string>& names,
+                               int batch_size, std::vector<SkippedInput>& skipped,
+                               std::vector<std::array<int, 2>>* sizes = nullptr) const;
   Embeddings encode_image_rgb(const uint8_t* rgb, int width, int height) const;  // interleaved RGB8
   // A text longer than the context throws clip::Error naming it, unless `truncate` (as
   // clip.tokenize(truncate=True): the first context_length tokens, the last one the end token);

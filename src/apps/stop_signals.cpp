@@ -28,9 +28,9 @@ sigset_t stop_signals() {
 void on_stop_signal(int sig) {
   int expected = 0;
   if (g_graceful.load() && g_stop.compare_exchange_strong(expected, sig)) {
-    const char* text = sig == SIGINT ? "\nclip: interrupted: stopping after this step and saving a checkpoint "
+    const char* text = sig == SIGINT ? "\nclip: interrupted: finishing the work in flight and saving it "
                                        "(Ctrl-C again to quit at once)\n"
-                                     : "\nclip: terminated: stopping after this step and saving a checkpoint\n";
+                                     : "\nclip: terminated: finishing the work in flight and saving it\n";
     ssize_t ignored = ::write(2, text, std::strlen(text));
     (void)ignored;
     return;

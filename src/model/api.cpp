@@ -134,9 +134,11 @@ namespace {
 // Decodes and preprocesses each batch in parallel, then encodes the batch's good images.
 // Without `skipped` the first bad file (in input order) is thrown; with it, bad files are
 // listed there and left out of the rows.
-Embeddings encode_files(const Model::Impl& impl, int S, int D, const std::vector<std::string>& paths,
-                        int batch_size, std::vector<SkippedInput>* skipped,
-                        std::vector<std::array<int, 2>>* sizes = nullptr) {
+// `decode(i)` gives image i (files or bytes in memory); `names[i]` names it in skipped lists.
+template <typename Decode>
+Embeddings encode_decoded(const Model::Impl& impl, int S, int D, const std::vector<std::string>& paths,
+                          int batch_size, std::vector<SkippedInput>* skipped, std::vector<std::array<int, 2>>* sizes,
+                          const Decode& decode) {
   const size_t per_image = size_t(3) * S * S;
   batch_size = std::max(1, batch_size);
   Embeddings out;
@@ -151,7 +153,7 @@ Embeddings encode_files(const Model::Impl& impl, int S, int D, const std::vector
 #pragma omp parallel for schedule(dynamic, 1)
     for (size_t i = 0; i < n; ++i) {
       try {
-        Image img = decode_image_file(paths[start + i], impl.decode);
+        Image img = decode(start + i);
         dims[i] = {img.width, img.height};
         preprocess_image(img, impl.preprocess, pixels.data() + i * per_image);
       } catch (const std::exception& e) {
@@ -181,10 +183,27 @@ Embeddings encode_files(const Model::Impl& impl, int S, int D, const std::vector
   normalize_rows(out);
   return out;
 }
+
+Embeddings encode_files(const Model::Impl& impl, int S, int D, const std::vector<std::string>& paths,
+                        int batch_size, std::vector<SkippedInput>* skipped,
+                        std::vector<std::array<int, 2>>* sizes = nullptr) {
+  return encode_decoded(impl, S, D, paths, batch_size, skipped, sizes,
+                        [&](size_t i) { return decode_image_file(paths[i], impl.decode); });
+}
 }  // namespace
 
 Embeddings Model::encode_image_files(const std::vector<std::string>& paths, int batch_size) const {
   return encode_files(*impl_, image_size(), embed_dim(), paths, batch_size, nullptr);
+}
+
+Embeddings Model::encode_image_data(const std::vector<std::string_view>& images, const std::vector<std::string>& names,
+                                    int batch_size, std::vector<SkippedInput>& skipped,
+                                    std::vector<std::array<int, 2>>* sizes) const {
+  if (names.size() != images.size()) throw Error("encode_image_data: images and names differ in count");
+  return encode_decoded(*impl_, image_size(), embed_dim(), names, batch_size, &skipped, sizes, [&](size_t i) {
+    return decode_image_memory(reinterpret_cast<const uint8_t*>(images[i].data()), images[i].size(), names[i],
+                               impl_->decode);
+  });
 }
 
 Embeddings Model::encode_image_files(const std::vector<std::string>& paths, int batch_size,
