@@ -6,11 +6,13 @@
 #include <faiss/impl/FaissException.h>
 #include <faiss/index_io.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <random>
 
 #include "core/error.h"
+#include "core/matmul.h"
 
 namespace clip::search {
 
@@ -103,6 +105,36 @@ void VectorIndex::set_ef_search(int ef) {
 std::vector<Neighbour> VectorIndex::search(const float* query, int k) const {
   if (k <= 0 || size() == 0) return {};
   k = int(std::min<int64_t>(k, size()));
+  auto* map = dynamic_cast<faiss::IndexIDMap2*>(impl_->index.get());
+  if (auto* flat = map ? dynamic_cast<faiss::IndexFlat*>(map->index) : nullptr) {
+    // The exact scan as one matrix-vector product through our GEMM (multi-threaded, the kernels
+    // chosen for this CPU at run time): Debian's FAISS is built for baseline x86-64, and its
+    // one-query scan runs on one thread (4 ms for 10k x 512 here, against ~0.5 ms).
+    const int64_t n = int64_t(flat->ntotal);
+    std::vector<float> scores(static_cast<size_t>(n));
+    clip::sgemm(false, false, n, 1, impl_->dim, 1.f, flat->get_xb(), impl_->dim, query, 1, 0.f, scores.data(), 1);
+    // The k best in a heap whose top is the worst kept (ties: the smaller id ranks first).
+    auto better = [&](int64_t a, int64_t b) {
+      return scores[size_t(a)] != scores[size_t(b)] ? scores[size_t(a)] > scores[size_t(b)]
+                                                    : map->id_map[size_t(a)] < map->id_map[size_t(b)];
+    };
+    std::vector<int64_t> heap;
+    heap.reserve(size_t(k));
+    for (int64_t i = 0; i < n; ++i) {
+      if (int(heap.size()) < k) {
+        heap.push_back(i);
+        std::push_heap(heap.begin(), heap.end(), better);
+      } else if (better(i, heap.front())) {
+        std::pop_heap(heap.begin(), heap.end(), better);
+        heap.back() = i;
+        std::push_heap(heap.begin(), heap.end(), better);
+      }
+    }
+    std::sort_heap(heap.begin(), heap.end(), better);
+    std::vector<Neighbour> out;
+    for (int64_t i : heap) out.push_back({int64_t(map->id_map[size_t(i)]), scores[size_t(i)]});
+    return out;
+  }
   std::vector<float> scores(static_cast<size_t>(k));
   std::vector<faiss::Index::idx_t> ids(static_cast<size_t>(k));
   try {
