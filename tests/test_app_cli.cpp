@@ -151,9 +151,9 @@ TEST(CliGrammar, UnknownCommandIsNamedWithTheNearest) {
   CliRun r = clip_cmd("embd --images x.jpg");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find("unknown command 'embd'; did you mean 'embed'?"), std::string::npos) << r.err;
-  r = clip_cmd("search --db x");
+  r = clip_cmd("upload --db x");
   EXPECT_EQ(r.status, 1);
-  EXPECT_NE(r.err.find("unknown command 'search'"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("unknown command 'upload'"), std::string::npos) << r.err;
   EXPECT_EQ(r.err.find("did you mean"), std::string::npos) << r.err;  // nothing near
   EXPECT_NE(r.err.find("zeroshot"), std::string::npos) << "lists the commands: " << r.err;
 }
