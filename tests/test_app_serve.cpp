@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "core/io.h"
-#include "serve/base64.h"
+#include "core/base64.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
@@ -174,7 +174,7 @@ TEST_F(Serve, EndpointsAnswerAndAgreeWithTheCommandLine) {
   EXPECT_TRUE(near(floats(te["embeddings"][0]), row(2)));
   EXPECT_TRUE(near(floats(te["embeddings"][1]), row(3)));
   const std::string cat_bytes = clip::read_text_file(cat), ship_bytes = clip::read_text_file(ship);
-  const json images = {{"images", {clip::serve::base64_encode(cat_bytes), "data:image/jpeg;base64," + clip::serve::base64_encode(ship_bytes)}}};
+  const json images = {{"images", {clip::base64_encode(cat_bytes), "data:image/jpeg;base64," + clip::base64_encode(ship_bytes)}}};
   auto im = c.Post("/v1/embed", images.dump(), "application/json");
   ASSERT_TRUE(im);
   ASSERT_EQ(im->status, 200) << im->body;
@@ -230,7 +230,7 @@ TEST_F(Serve, EndpointsAnswerAndAgreeWithTheCommandLine) {
   ASSERT_TRUE(list);
   EXPECT_EQ(json::parse(list->body), json({"clip"}));
   // Search by an example image: itself first.
-  auto by_image = c.Post("/v1/search", json({{"image", clip::serve::base64_encode(cat_bytes)}, {"k", 1}}).dump(), "application/json");
+  auto by_image = c.Post("/v1/search", json({{"image", clip::base64_encode(cat_bytes)}, {"k", 1}}).dump(), "application/json");
   ASSERT_TRUE(by_image);
   EXPECT_EQ(json::parse(by_image->body)["results"][0]["path"], fs::absolute(cat).lexically_normal().string());
 
@@ -263,7 +263,7 @@ TEST_F(Serve, HostileRequestsGetClearErrorsAndTheServerStaysUp) {
     int status;
     std::string says;
   };
-  const std::string broken_jpeg = clip::serve::base64_encode(std::string("\xff\xd8\xff\xe0garbage", 11));
+  const std::string broken_jpeg = clip::base64_encode(std::string("\xff\xd8\xff\xe0garbage", 11));
   const std::vector<Case> cases = {
       {"/v1/embed", std::string(2 << 20, 'x'), 413, "exceeds --max-body-bytes"},
       {"/v1/embed", "{\"texts\": [", 400, "malformed JSON"},
@@ -351,8 +351,8 @@ TEST_F(Serve, ConcurrentClientsAreBatchedWithNoErrorsAndAFullQueueIs503) {
 }
 
 TEST(ServeBase64, StrictDecoding) {
-  using clip::serve::base64_decode;
-  using clip::serve::base64_encode;
+  using clip::base64_decode;
+  using clip::base64_encode;
   for (const std::string& s : std::vector<std::string>{"", "f", "fo", "foo", "foob", "fooba", "foobar", std::string("\0\xff\x10", 3)}) {
     EXPECT_EQ(base64_decode(base64_encode(s)), s);
   }

@@ -14,7 +14,7 @@
 #include "core/io.h"
 #include "search/index_db.h"
 #include "search/searcher.h"
-#include "serve/base64.h"
+#include "core/base64.h"
 #include "serve/batcher.h"
 #include "serve/page.h"
 

@@ -6,10 +6,10 @@
 #include <string>
 #include <string_view>
 
-namespace clip::serve {
+namespace clip {
 
 // nullopt for anything that is not base64 (the caller answers 400).
 std::optional<std::string> base64_decode(std::string_view in);
 std::string base64_encode(std::string_view in);
 
-}  // namespace clip::serve
+}  // namespace clip

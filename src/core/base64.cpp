@@ -1,9 +1,9 @@
-#include "serve/base64.h"
+#include "core/base64.h"
 
 #include <array>
 #include <cstdint>
 
-namespace clip::serve {
+namespace clip {
 
 std::optional<std::string> base64_decode(std::string_view in) {
   if (in.rfind("data:", 0) == 0) {
@@ -69,4 +69,4 @@ std::string base64_encode(std::string_view in) {
   return out;
 }
 
-}  // namespace clip::serve
+}  // namespace clip
