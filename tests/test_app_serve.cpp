@@ -350,6 +350,32 @@ TEST_F(Serve, ConcurrentClientsAreBatchedWithNoErrorsAndAFullQueueIs503) {
   EXPECT_EQ(s.terminate(), 0);
 }
 
+// The page in a real browser (Debian's chromium, headless): a permalink query renders result
+// tiles with thumbnails and scores; the screenshot is kept (docs/search-page.png is one).
+TEST_F(Serve, PageShowsResultsInHeadlessChromium) {
+  ASSERT_EQ(std::system("command -v chromium > /dev/null"), 0) << "chromium is not installed (scripts/install-deps.sh)";
+  ServeProcess s({"--db", indexed_db()});
+  ASSERT_GT(s.port(), 0);
+  const std::string url = "http://127.0.0.1:" + std::to_string(s.port()) + "/?q=a%20photo%20of%20a%20ship";
+  const std::string flags = "chromium --headless --no-sandbox --disable-gpu --disable-dev-shm-usage "
+                            "--user-data-dir=" + kTmp + "/chromium-profile --virtual-time-budget=8000 ";
+  const std::string dom = kTmp + "/page_dom.html", shot = kTmp + "/search-page.png";
+  fs::remove(shot);
+  ASSERT_EQ(std::system((flags + "--dump-dom '" + url + "' > " + dom + " 2>/dev/null").c_str()), 0);
+  const std::string html = clip::read_text_file(dom);
+  size_t tiles = 0;
+  for (size_t p = html.find("class=\"result\""); p != std::string::npos; p = html.find("class=\"result\"", p + 1)) ++tiles;
+  EXPECT_GE(tiles, 10u) << html.substr(0, 2000);
+  EXPECT_NE(html.find("src=\"/thumb?path="), std::string::npos);
+  EXPECT_NE(html.find("class=\"score\">0."), std::string::npos);
+  EXPECT_NE(html.find(" results in "), std::string::npos);
+  ASSERT_EQ(std::system((flags + "--window-size=1200,760 --screenshot=" + shot + " '" + url + "' > /dev/null 2>&1").c_str()), 0);
+  ASSERT_TRUE(fs::exists(shot));
+  EXPECT_GT(fs::file_size(shot), 20000u);
+  EXPECT_EQ(clip::read_text_file(shot).substr(1, 3), "PNG");
+  EXPECT_EQ(s.terminate(), 0);
+}
+
 TEST(ServeBase64, StrictDecoding) {
   using clip::base64_decode;
   using clip::base64_encode;
