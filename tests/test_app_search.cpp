@@ -237,6 +237,28 @@ TEST_F(Search, IndexingIsIncrementalAndFindsMovesDuplicatesAndDeletions) {
   EXPECT_EQ(clip_cmd("search --db " + db).status, 1);
 }
 
+// File lists (.txt, relative to the list's folder) and image,caption CSVs are inputs too; a
+// missing input is an error before any work.
+TEST_F(Search, ListsAndCsvFilesAreInputs) {
+  const std::string dir = photo_folder("lists");
+  clip::write_file_atomic(dir + "/list.txt", std::string("photos/chelsea.png\ncifar/cat/0001.jpg\n\n"));
+  clip::write_file_atomic(dir + "/pairs.csv", "filepath,title\n" + dir + "/photos/horse.png,a horse\n" + dir +
+                                                  "/cifar/ship/0002.jpg,a ship\n" + dir + "/photos/chelsea.png,a cat\n");
+  const std::string db = kTmp + "/lists.db";
+  fs::remove(db);
+  CliRun r = clip_cmd("index -m " + kModel + " --db " + db + " " + dir + "/list.txt " + dir + "/pairs.csv --json");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const json c = json::parse(r.out);
+  EXPECT_EQ(c["found"].get<int>(), 4);  // chelsea is listed twice
+  EXPECT_EQ(c["total"].get<int>(), 4);
+  clip::search::IndexDb d = clip::search::IndexDb::open(db, false);
+  EXPECT_TRUE(d.find_path(dir + "/cifar/cat/0001.jpg"));
+  EXPECT_TRUE(d.find_path(dir + "/photos/horse.png"));
+  r = clip_cmd("index -m " + kModel + " --db " + db + " " + dir + "/no-such-folder");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("no-such-folder: no such file or folder"), std::string::npos) << r.err;
+}
+
 // SIGINT at the 3rd batch: exit 130, the first batches committed, and a re-run gives the same
 // index (paths and vectors) as an uninterrupted one, with nothing stored twice.
 TEST_F(Search, InterruptedIndexingResumesToTheSameIndex) {

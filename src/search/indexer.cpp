@@ -15,6 +15,7 @@
 #include "core/progress.h"
 #include "core/sha256.h"
 #include "core/test_points.h"
+#include "data/datasets.h"
 
 namespace clip::search {
 namespace fs = std::filesystem;
@@ -99,7 +100,12 @@ std::vector<std::string> collect_image_files(const std::vector<std::string>& inp
     } else if (fs::is_regular_file(in, ec)) {
       std::string ext = fs::path(in).extension().string();
       std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return char(std::tolower(c)); });
-      if (ext == ".txt" || ext == ".lst") {
+      if (ext == ".csv" || ext == ".tsv") {
+        // An image,caption CSV (as clip train and clip eval read it): its image paths.
+        const data::Dataset d = data::open_dataset(in, {});
+        for (const data::Sample& smp : d.samples)
+          if (!smp.path.empty()) add(normal(smp.path));
+      } else if (ext == ".txt" || ext == ".lst") {
         const fs::path base = fs::path(in).parent_path();
         const std::string text = read_text_file(in);
         size_t pos = 0;

@@ -45,8 +45,9 @@ inline std::string model_identity_fingerprint(const clip::Model& model, const st
   return model_identity(model, path).fingerprint;
 }
 
-// Files to index: folders (recursive, sorted), image files, and lists (.txt, one path per line,
-// relative paths against the list's folder). Absolute, normalized paths; errors name the input.
+// Files to index: folders (recursive, sorted), image files, lists (.txt, one path per line,
+// relative paths against the list's folder) and image,caption CSVs (their image column, as
+// clip train reads it). Absolute, normalized paths; errors name the input.
 std::vector<std::string> collect_image_files(const std::vector<std::string>& inputs, bool include_hidden);
 
 IndexerReport update_index(IndexDb& db, const clip::Model& model, const std::vector<std::string>& inputs,
