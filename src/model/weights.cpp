@@ -7,6 +7,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/model_cache.h"
 #include "core/safetensors.h"
 
 namespace clip {
@@ -181,11 +182,17 @@ void reject_unsupported_weights_file(const std::string& path) {
     throw Error(path + ": ONNX models are not supported; use the model's .safetensors weights");
 }
 
-ModelFiles locate_model_files(const std::string& path) {
+ModelFiles locate_model_files(const std::string& given) {
   ModelFiles m;
   std::error_code ec;
+  // "org/name" pulled before (clip pull) resolves to its cached snapshot, with no network.
+  const std::string path = resolve_model_path(given);
   auto st = fs::status(path, ec);
-  if (ec || !fs::exists(st)) throw Error(path + ": no such file or directory");
+  if (ec || !fs::exists(st))
+    throw Error(path + ": no such file or directory" +
+                (looks_like_repo_id(path.substr(0, path.find('@')))
+                     ? std::string(" (nor a model pulled into ") + clip_home() + ": clip pull " + path.substr(0, path.find('@')) + ")"
+                     : std::string()));
   if (!fs::is_directory(st)) {
     reject_unsupported_weights_file(path);
     m.weights = path;
