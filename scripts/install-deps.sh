@@ -10,7 +10,7 @@ PKGS=(
   libjpeg62-turbo-dev libpng-dev libwebp-dev libgif-dev zlib1g-dev libtiff-dev libdeflate-dev
   nlohmann-json3-dev libcli11-dev libutf8proc-dev libarchive-dev
   libsqlite3-dev libfaiss-dev libcpp-httplib-dev libssl-dev
-  chromium
+  chromium pybind11-dev python3-dev python3-pytest python3-venv
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev
   python3 python3-pip python3-numpy python3-torch python3-pil python3-regex python3-skimage

@@ -1,5 +1,6 @@
 #include "text/vocabulary.h"
 
+#include <dlfcn.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -23,6 +24,16 @@ Tokenizer load_tokenizer(const std::string& path) {
 }
 
 namespace {
+// The folder of the binary that holds this code: the executable for `clip`, the extension module
+// for Python (python/clipcpp/_clipcpp*.so, with the vocabulary beside it in the package).
+fs::path code_dir() {
+  Dl_info info;
+  if (::dladdr(reinterpret_cast<void*>(&default_vocabulary_candidates), &info) == 0 || !info.dli_fname) return {};
+  std::error_code ec;
+  const fs::path p = fs::canonical(info.dli_fname, ec);
+  return ec ? fs::path() : p.parent_path();
+}
+
 fs::path executable_dir() {
   char buf[4096];
   const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
@@ -40,6 +51,8 @@ std::vector<std::string> default_vocabulary_candidates() {
     c.push_back((exe / "share" / "clip" / kOpenAIVocabFile).string());
     c.push_back((exe.parent_path() / "share" / "clip" / kOpenAIVocabFile).lexically_normal().string());
   }
+  const fs::path code = code_dir();
+  if (!code.empty() && code != exe) c.push_back((code / kOpenAIVocabFile).string());
   if (*CLIP_INSTALL_DATADIR) c.push_back((fs::path(CLIP_INSTALL_DATADIR) / "clip" / kOpenAIVocabFile).string());
   return c;
 }
