@@ -72,6 +72,7 @@ std::unique_ptr<httplib::Client> client(const Endpoint& e, int timeout_s) {
   c->set_read_timeout(timeout_s, 0);
   c->set_write_timeout(timeout_s, 0);
   c->set_default_headers({{"User-Agent", std::string("clip/") + CLIP_VERSION}});
+  c->set_keep_alive(false);  // one connection per request: a broken transfer never poisons the next
   if (const char* token = std::getenv("HF_TOKEN"); token && *token) c->set_bearer_token_auth(token);
   return c;
 }
@@ -207,36 +208,63 @@ PullResult pull(const std::string& repo_id, const PullOptions& o) {
       if (x.size >= 0 && offset == x.size) break;  // complete: verified below
       httplib::Headers headers;
       if (offset > 0) headers.emplace("Range", "bytes=" + std::to_string(offset) + "-");
-      c->set_follow_location(true);
+      // Redirects (the hub sends LFS files to a CDN) followed here, each hop on a fresh client:
+      // a hop's location is relative (same host) or absolute (another host). A 3xx answer is
+      // recognised from its headers and its body never read.
+      std::unique_ptr<httplib::Client> hop_client;
+      httplib::Client* g = c.get();
+      g->set_follow_location(false);
+      std::string get_url = url;
       std::unique_ptr<FILE, int (*)(FILE*)> out(nullptr, &std::fclose);
       int status = 0;
       int64_t done = offset;
-      std::string write_error;
-      const httplib::Result r = c->Get(
-          url, headers,
-          [&](const httplib::Response& res) {
-            status = res.status;
-            if (status == 206 && offset > 0) {
-              out.reset(std::fopen(partial.c_str(), "ab"));
-            } else if (status == 200) {
-              done = 0;  // the server sent everything: start over
-              out.reset(std::fopen(partial.c_str(), "wb"));
-            } else {
-              return false;
-            }
-            if (!out) write_error = partial.string() + ": cannot write: " + std::strerror(errno);
-            return bool(out);
-          },
-          [&](const char* data, size_t n) {
-            if (std::fwrite(data, 1, n, out.get()) != n) {
-              write_error = partial.string() + ": write failed: " + std::strerror(errno);
-              return false;
-            }
-            done += int64_t(n);
-            result.bytes_downloaded += int64_t(n);
-            if (o.progress) o.progress(file, done, x.size);
-            return true;
-          });
+      std::string write_error, location;
+      httplib::Result r(nullptr, httplib::Error::Unknown);
+      for (int hop = 0;; ++hop) {
+        location.clear();
+        r = g->Get(
+            get_url, headers,
+            [&](const httplib::Response& res) {
+              status = res.status;
+              if (status >= 300 && status <= 308 && res.has_header("Location")) {
+                location = res.get_header_value("Location");
+                return false;
+              }
+              if (status == 206 && offset > 0) {
+                out.reset(std::fopen(partial.c_str(), "ab"));
+              } else if (status == 200) {
+                done = 0;  // the server sent everything: start over
+                out.reset(std::fopen(partial.c_str(), "wb"));
+              } else {
+                return false;
+              }
+              if (!out) write_error = partial.string() + ": cannot write: " + std::strerror(errno);
+              return bool(out);
+            },
+            [&](const char* data, size_t n) {
+              if (std::fwrite(data, 1, n, out.get()) != n) {
+                write_error = partial.string() + ": write failed: " + std::strerror(errno);
+                return false;
+              }
+              done += int64_t(n);
+              result.bytes_downloaded += int64_t(n);
+              if (o.progress) o.progress(file, done, x.size);
+              return true;
+            });
+        if (location.empty()) break;
+        if (hop == 5) throw Error(what + ": too many redirects");
+        const size_t scheme = location.find("://");
+        if (scheme == std::string::npos) {
+          get_url = location;
+          hop_client = client(ep, o.timeout_s);
+        } else {
+          const size_t path = location.find('/', scheme + 3);
+          hop_client = client(Endpoint{location.substr(0, path), ""}, o.timeout_s);
+          get_url = path == std::string::npos ? "/" : location.substr(path);
+        }
+        g = hop_client.get();
+        g->set_follow_location(false);
+      }
       if (out && std::fflush(out.get()) != 0) write_error = partial.string() + ": write failed: " + std::strerror(errno);
       out.reset();
       if (!write_error.empty()) throw Error(write_error);
