@@ -40,8 +40,7 @@ void run_index(const IndexOptions& o) {
   io.index_type = type;
   io.warn = [](const std::string& m) { std::fprintf(stderr, "clip index: warning: skipped %s\n", m.c_str()); };
   const std::atomic<int>& stop = enable_graceful_stop();
-  const IndexerReport r = update_index(db, model, o.inputs, io, &stop);
-  disable_graceful_stop();
+  const IndexerReport r = update_index(db, model, o.inputs, io, &stop);  // graceful until exit
   if (o.json) {
     print_json_line({{"found", r.found}, {"unchanged", r.unchanged}, {"added", r.added}, {"changed", r.changed},
                      {"moved", r.moved}, {"duplicates", r.duplicates}, {"removed", r.removed},

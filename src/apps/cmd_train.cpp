@@ -703,7 +703,8 @@ void run_train(Cli& cli) {
   if (validation.enabled()) validator = [&validation](train::TrainableClip<float>& m) { return validation(m); };
   const std::atomic<int>& stop = enable_graceful_stop();
   const train::RunResult r = run.run(&stop, validator);
-  disable_graceful_stop();
+  // The graceful stop stays on until exit: a signal that lands after the last step (while the
+  // result is printed) then changes nothing, instead of killing a finished run.
   if (!r.finished) {
     std::printf("stopped at step %lld of %lld; checkpoint %s\n", static_cast<long long>(r.step),
                 static_cast<long long>(total), r.checkpoint.c_str());
