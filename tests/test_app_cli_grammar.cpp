@@ -6,6 +6,7 @@
 // errors, --json and saved embeddings, one grammar with examples in every --help.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <clip/clip.h>
 
@@ -38,7 +39,7 @@ CliRun clip_cmd(const std::string& args) { return clip::test::run_clip(args, kTm
 // `clip` run from `dir` with `env` (shell assignments, e.g. "CLIP_VOCAB=x" or "-u CLIP_VOCAB").
 CliRun clip_in(const std::string& dir, const std::string& env, const std::string& args) {
   fs::create_directories(kTmp);
-  const std::string err = kTmp + "/stderr_in.txt";
+  const std::string err = kTmp + "/stderr_in." + std::to_string(::getpid()) + ".txt";  // tests run in parallel
   const std::string cmd = "cd '" + dir + "' && env " + env + " " + kClip + " " + args + " 2>" + err;
   CliRun r;
   FILE* p = ::popen(cmd.c_str(), "r");
@@ -263,7 +264,8 @@ TEST_F(Grammar, OutputPathsAreCheckedBeforeAnyWork) {
   r = clip_cmd("train --train-data /nonexistent.csv --model-config ViT-B-32 --steps 1 --output /proc/run");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find("--output /proc/run: cannot create this folder"), std::string::npos) << r.err;
-  r = clip_cmd("tokenizer train -o /proc/vocab " + kTmp + "/no_placeholder.txt");
+  clip::write_file_atomic(kTmp + "/corpus_for_output_check.txt", std::string("a photo of a cat\n"));
+  r = clip_cmd("tokenizer train -o /proc/vocab " + kTmp + "/corpus_for_output_check.txt");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find("-o /proc/vocab: cannot create this folder"), std::string::npos) << r.err;
 }
@@ -371,7 +373,9 @@ TEST_F(Grammar, JsonOutputsEscapedTsvAndSavedEmbeddings) {
   EXPECT_EQ(bad.status, 1);
   EXPECT_NE(bad.err.find("do not come from this model"), std::string::npos) << bad.err;
 
-  CliRun e = clip_cmd("eval zeroshot " + model() + " -d " + kTmp + "/set1 --no-cache --json");
+  fs::create_directories(kTmp + "/set_json/cat");
+  fs::copy_file(a, kTmp + "/set_json/cat/0.png", fs::copy_options::overwrite_existing);
+  CliRun e = clip_cmd("eval zeroshot " + model() + " -d " + kTmp + "/set_json --no-cache --json");
   ASSERT_EQ(e.status, 0) << e.err;
   EXPECT_EQ(json_lines(e.out).size(), 1u) << e.out;  // stdout holds only the JSON line
 }
