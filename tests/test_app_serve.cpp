@@ -31,7 +31,8 @@ namespace {
 
 const std::string kModel = std::string(CLIP_SOURCE_DIR) + "/models/cifar10-vit-tiny";
 const std::string kShared = CLIP_SHARED_DATA;
-const std::string kTmp = std::string(CLIP_BINARY_DIR) + "/test_tmp/app_serve";
+// Per process: CTest runs the cases in parallel, and each one indexes its own folder.
+const std::string kTmp = std::string(CLIP_BINARY_DIR) + "/test_tmp/app_serve_" + std::to_string(::getpid());
 const std::string kClip = std::string(CLIP_BINARY_DIR) + "/clip";
 
 clip::test::CliRun clip_cmd(const std::string& args) { return clip::test::run_clip(args, kTmp); }
@@ -252,6 +253,34 @@ TEST_F(Serve, EndpointsAnswerAndAgreeWithTheCommandLine) {
   }
   EXPECT_EQ(s.terminate(), 0);
   EXPECT_NE(s.log().find("clip serve: stopped"), std::string::npos) << s.log();
+}
+
+// `clip index` while the server runs: the next query sees the new images (no restart).
+TEST_F(Serve, NewlyIndexedImagesAppearWithoutARestart) {
+  const std::string dir = kTmp + "/growing";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  fs::copy_file(kShared + "/sample_photos/skimage/coffee.png", dir + "/coffee.png");
+  const std::string db = kTmp + "/growing.db";
+  fs::remove(db);
+  ASSERT_EQ(clip_cmd("index -m " + kModel + " --db " + db + " " + dir).status, 0);
+  ServeProcess s({"--db", db});
+  ASSERT_GT(s.port(), 0);
+  httplib::Client c = s.client();
+  auto count = [&] {
+    auto r = c.Post("/v1/search", R"({"text": "a photo of a cat", "k": 100})", "application/json");
+    return r && r->status == 200 ? json::parse(r->body)["results"].size() : size_t(0);
+  };
+  EXPECT_EQ(count(), 1u);
+  fs::copy_file(kShared + "/sample_photos/skimage/chelsea.png", dir + "/chelsea.png");
+  fs::copy_file(kShared + "/sample_photos/skimage/horse.png", dir + "/horse.png");
+  ASSERT_EQ(clip_cmd("index --db " + db + " " + dir).status, 0);
+  EXPECT_EQ(count(), 3u);
+  EXPECT_EQ(json::parse(c.Get("/healthz")->body)["indexed"].get<int>(), 3);
+  fs::remove(dir + "/coffee.png");
+  ASSERT_EQ(clip_cmd("index --db " + db + " " + dir).status, 0);
+  EXPECT_EQ(count(), 2u);
+  EXPECT_EQ(s.terminate(), 0);
 }
 
 TEST_F(Serve, HostileRequestsGetClearErrorsAndTheServerStaysUp) {

@@ -87,8 +87,12 @@ struct Server::Impl {
   httplib::Server http;
   EncodeBatcher batcher;
   std::optional<search::IndexDb> db;
-  std::unique_ptr<search::Searcher> searcher;
-  std::mutex search_mu;  // the searcher is built once, lazily rebuilt never (restart to see a new index)
+  // The searcher of the database's current generation: when `clip index` has committed changes
+  // since (the generation moved), the next query opens the new vector index, so a running server
+  // sees new, moved and deleted images without a restart.
+  std::shared_ptr<search::Searcher> searcher;
+  int64_t searcher_generation = -1;
+  std::mutex search_mu;
   std::atomic<int64_t> requests{0}, errors{0};
 
   Impl(const clip::Model& m, const ServerOptions& opt)
@@ -121,9 +125,15 @@ struct Server::Impl {
     return e;
   }
 
-  search::Searcher& need_searcher() {
-    if (!searcher) throw HttpError{404, "no index: start clip serve with --db"};
-    return *searcher;
+  std::shared_ptr<search::Searcher> need_searcher() {
+    if (!db) throw HttpError{404, "no index: start clip serve with --db"};
+    std::lock_guard<std::mutex> lk(search_mu);
+    const int64_t g = db->generation();
+    if (!searcher || g != searcher_generation) {
+      searcher = std::make_shared<search::Searcher>(*db, o.index_type);
+      searcher_generation = g;
+    }
+    return searcher;
   }
 
   // The query of /v1/search and /knn-service: a text, a base64 image or a raw embedding.
@@ -179,7 +189,7 @@ void Server::Impl::routes() {
                      {"model", o.model_name},
                      {"description", model.describe()},
                      {"dim", model.embed_dim()},
-                     {"indexed", searcher ? searcher->size() : 0},
+                     {"indexed", db ? need_searcher()->size() : 0},
                      {"requests", requests.load()},
                      {"errors", errors.load()},
                      {"batches", s.batches},
@@ -230,7 +240,8 @@ void Server::Impl::routes() {
   http.Post("/v1/search", guarded([this](const httplib::Request& req, httplib::Response& res) {
     const json j = parse_body(req);
     if (!j.is_object()) throw HttpError{400, "expected a JSON object"};
-    search::Searcher& s = need_searcher();
+    const std::shared_ptr<search::Searcher> searcher_now = need_searcher();
+    search::Searcher& s = *searcher_now;
     const int k = j.value("k", 10);
     if (k < 1 || k > 1000) throw HttpError{400, "k: expected 1..1000"};
     const float threshold = j.value("threshold", -2.f);
@@ -296,7 +307,8 @@ void Server::Impl::routes() {
   http.Post("/knn-service", guarded([this, row_json](const httplib::Request& req, httplib::Response& res) {
     const json j = parse_body(req);
     if (!j.is_object()) throw HttpError{400, "expected a JSON object"};
-    search::Searcher& s = need_searcher();
+    const std::shared_ptr<search::Searcher> searcher_now = need_searcher();
+    search::Searcher& s = *searcher_now;
     if (j.value("modality", std::string("image")) != "image")
       throw HttpError{400, "modality: this index holds images only"};
     const int k = j.value("num_images", j.value("num_result_ids", 40));
@@ -332,7 +344,7 @@ Server::Server(const clip::Model& model, const ServerOptions& options) : impl_(s
   if (m.o.model_name.empty()) m.o.model_name = "clip";
   if (!m.o.db.empty()) {
     m.db.emplace(search::IndexDb::open(m.o.db, /*create=*/false));
-    m.searcher = std::make_unique<search::Searcher>(*m.db, m.o.index_type);
+    (void)m.need_searcher();  // the vector index opened (or built) before the first request
   }
   m.http.set_payload_max_length(m.o.max_body_bytes);  // larger bodies: 413
   m.http.set_read_timeout(m.o.timeout_s, 0);
