@@ -188,8 +188,7 @@ PYBIND11_MODULE(_clipcpp, mod) {
       "tokenize",
       [](const py::object& texts, int context_length, bool truncate, const std::string& vocab) {
         const std::vector<std::string> t = text_list(texts, "texts");
-        std::string path = vocab.empty() ? clip::default_vocabulary_path() : vocab;
-        if (path.empty()) throw clip::Error(clip::no_vocabulary_message());
+        const std::string path = clip::vocabulary_or_default(vocab);
         static std::unique_ptr<clip::Tokenizer> cached;
         static std::string cached_path;
         if (!cached || cached_path != path) {

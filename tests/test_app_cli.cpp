@@ -28,15 +28,7 @@ using clip::test::CliRun;
 
 CliRun clip_cmd(const std::string& args) { return clip::test::run_clip(args, kTmp); }
 
-std::string model_dir() {
-  static std::string dir = [] {
-    std::string d = std::string(CLIP_BINARY_DIR) + "/test_tmp/app_cli_model";
-    std::string cmd = std::string(CLIP_PYTHON) + " " + CLIP_SOURCE_DIR +
-                      "/tools/reference_model.py write --config tiny-vocab --schemes hf --out " + d;
-    return clip::test::generate_once(d + "/hf/model.safetensors", cmd) ? d + "/hf" : std::string();
-  }();
-  return dir;
-}
+std::string model_dir() { return clip::test::tiny_vocab_model_dir(); }
 
 class CliTest : public ::testing::Test {
  protected:

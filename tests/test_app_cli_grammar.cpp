@@ -36,32 +36,12 @@ const std::string kClip = std::string(CLIP_BINARY_DIR) + "/clip";
 
 CliRun clip_cmd(const std::string& args) { return clip::test::run_clip(args, kTmp); }
 
-// `clip` run from `dir` with `env` (shell assignments, e.g. "CLIP_VOCAB=x" or "-u CLIP_VOCAB").
+// `clip` run from `dir` with `env` (for env(1): "CLIP_VOCAB=x" or "-u CLIP_VOCAB").
 CliRun clip_in(const std::string& dir, const std::string& env, const std::string& args) {
-  fs::create_directories(kTmp);
-  const std::string err = kTmp + "/stderr_in." + std::to_string(::getpid()) + ".txt";  // tests run in parallel
-  const std::string cmd = "cd '" + dir + "' && env " + env + " " + kClip + " " + args + " 2>" + err;
-  CliRun r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int st = ::pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  r.err = clip::read_text_file(err);
-  return r;
+  return clip::test::run_clip(args, kTmp, "cd '" + dir + "' && env " + env);
 }
 
-std::string model_dir() {
-  static std::string dir = [] {
-    std::string d = std::string(CLIP_BINARY_DIR) + "/test_tmp/app_cli_model";
-    std::string cmd = std::string(CLIP_PYTHON) + " " + CLIP_SOURCE_DIR +
-                      "/tools/reference_model.py write --config tiny-vocab --schemes hf --out " + d;
-    return clip::test::generate_once(d + "/hf/model.safetensors", cmd) ? d + "/hf" : std::string();
-  }();
-  return dir;
-}
+std::string model_dir() { return clip::test::tiny_vocab_model_dir(); }
 
 std::vector<json> json_lines(const std::string& out) {
   std::vector<json> v;

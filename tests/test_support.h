@@ -52,10 +52,12 @@ struct CliRun {
   std::string out, err;
 };
 
-inline CliRun run_clip(const std::string& args, const std::string& scratch_dir) {
+// `prefix` (shell syntax) goes before the binary: "cd DIR && env -u CLIP_VOCAB" runs it from
+// another directory and environment.
+inline CliRun run_clip(const std::string& args, const std::string& scratch_dir, const std::string& prefix = "") {
   std::filesystem::create_directories(scratch_dir);
   const std::string err_path = scratch_dir + "/stderr." + std::to_string(::getpid()) + ".txt";
-  const std::string cmd = std::string(CLIP_BINARY_DIR) + "/clip " + args + " 2>" + err_path;
+  const std::string cmd = prefix + (prefix.empty() ? "" : " ") + std::string(CLIP_BINARY_DIR) + "/clip " + args + " 2>" + err_path;
   CliRun r;
   FILE* p = ::popen(cmd.c_str(), "r");
   if (!p) return r;
@@ -70,6 +72,18 @@ inline CliRun run_clip(const std::string& args, const std::string& scratch_dir) 
   r.err = ss.str();
   std::filesystem::remove(err_path);
   return r;
+}
+
+// The tiny ViT CLIP with OpenAI's vocabulary size (tools/reference_model.py, config tiny-vocab,
+// Hugging Face names), written once under build/test_tmp; "" if the script failed.
+inline std::string tiny_vocab_model_dir() {
+  static const std::string dir = [] {
+    const std::string d = std::string(CLIP_BINARY_DIR) + "/test_tmp/app_cli_model";
+    const std::string cmd = std::string(CLIP_PYTHON) + " " + CLIP_SOURCE_DIR +
+                            "/tools/reference_model.py write --config tiny-vocab --schemes hf --out " + d;
+    return generate_once(d + "/hf/model.safetensors", cmd) ? d + "/hf" : std::string();
+  }();
+  return dir;
 }
 
 }  // namespace clip::test

@@ -10,20 +10,13 @@
 #include "core/error.h"
 #include "core/io.h"
 #include "core/progress.h"
+#include "search/indexer.h"  // model_identity
+#include "data/datasets.h"  // is_image_file_name: the formats the decoder reads
 
 namespace clip::app {
 namespace fs = std::filesystem;
 
 namespace {
-// What the decoder reads (JPEG, PNG, WebP, BMP, GIF): a folder scan takes only these, so a
-// .tif or a .txt beside the photos is not an error. A file named explicitly is always tried.
-bool has_image_extension(const fs::path& p) {
-  std::string ext = p.extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return char(std::tolower(c)); });
-  static const char* exts[] = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"};
-  return std::any_of(std::begin(exts), std::end(exts), [&](const char* e) { return ext == e; });
-}
-
 bool hidden(const fs::path& p) {
   const std::string n = p.filename().string();
   return !n.empty() && n.front() == '.';
@@ -42,7 +35,7 @@ std::vector<std::string> expand_image_inputs(const std::vector<std::string>& inp
           if (it->is_directory(ec)) it.disable_recursion_pending();
           continue;
         }
-        if (it->is_regular_file(ec) && has_image_extension(it->path())) found.push_back(it->path().string());
+        if (it->is_regular_file(ec) && data::is_image_file_name(it->path().string())) found.push_back(it->path().string());
       }
       if (ec) throw Error(in + ": cannot list folder: " + ec.message());
       std::sort(found.begin(), found.end());
@@ -146,6 +139,17 @@ clip::Model load_model(const ModelFlags& f) {
   opt.exif_orient = f.exif_orient;
   opt.max_pixels = f.max_pixels;
   return clip::Model::load(f.model, opt);
+}
+
+clip::Model load_index_model(const search::IndexDb& db, ModelFlags& flags) {
+  const auto recorded = db.model();
+  if (!recorded) throw Error(db.path() + ": the index is empty: run clip index first");
+  if (flags.model.empty()) flags.model = recorded->path;
+  clip::Model model = load_model(flags);
+  if (search::model_identity(model, flags.model).fingerprint != recorded->fingerprint)
+    throw Error(db.path() + ": indexed with another model (" + recorded->description + ", from " + recorded->path +
+                "); --model " + flags.model + " is " + model.describe());
+  return model;
 }
 
 void ImageFlags::add_to(CLI::App* c, const std::string& what) {

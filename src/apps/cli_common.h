@@ -13,6 +13,7 @@
 
 #include "clip/clip.h"
 #include "core/embeddings_file.h"  // tsv_escape
+#include "search/index_db.h"
 
 namespace clip::app {
 
@@ -44,6 +45,10 @@ struct ModelFlags {
   void add_to(CLI::App* cmd, bool model_required = true);
 };
 clip::Model load_model(const ModelFlags& flags);
+// The model of an index database (clip search, clip serve): --model when given, which must be
+// the one the index was built with; else the path the database recorded. `flags.model` is set to
+// the path used.
+clip::Model load_index_model(const search::IndexDb& db, ModelFlags& flags);
 
 // Image inputs: positional and --images, plus --strict.
 struct ImageFlags {

@@ -121,9 +121,7 @@ Tokenizer eval_tokenizer(const std::string& vocab, const std::string& model_dir)
       // no tokenizer files in the model folder: the installed default
     }
   }
-  const std::string def = default_vocabulary_path();
-  if (def.empty()) throw Error(no_vocabulary_message());
-  return load_tokenizer(def);
+  return load_tokenizer(vocabulary_or_default(""));
 }
 
 struct ModelContext {

@@ -5,7 +5,6 @@
 #include "apps/cli_common.h"
 #include "apps/command.h"
 #include "core/error.h"
-#include "search/indexer.h"
 #include "search/searcher.h"
 
 namespace clip::app {
@@ -29,14 +28,8 @@ void run_search(const SearchOptions& o) {
   for (const auto& q : o.images) terms.push_back(parse_term(q, true, 1.f));
   if (terms.empty()) throw Error("no query: give a text, --image FILE, or --add terms");
   IndexDb db = IndexDb::open(o.db, /*create=*/false);
-  const auto recorded = db.model();
-  if (!recorded) throw Error(o.db + ": the index is empty: run clip index first");
   ModelFlags flags = o.flags;
-  if (flags.model.empty()) flags.model = recorded->path;
-  const clip::Model model = load_model(flags);
-  if (model_identity_fingerprint(model, flags.model) != recorded->fingerprint)
-    throw Error(o.db + ": indexed with another model (" + recorded->description + ", from " + recorded->path +
-                "); --model " + flags.model + " is " + model.describe());
+  const clip::Model model = load_index_model(db, flags);
   const Searcher searcher(db, parse_index_type(o.index_type));
   const std::vector<float> q = query_vector(model, terms, o.truncate);
   for (const SearchHit& h : searcher.search(q, o.n, o.threshold)) {

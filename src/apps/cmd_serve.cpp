@@ -10,7 +10,6 @@
 #include "apps/stop_signals.h"
 #include "core/error.h"
 #include "search/index_db.h"
-#include "search/indexer.h"
 #include "serve/server.h"
 
 namespace clip::app {
@@ -27,20 +26,11 @@ void run_serve(ServeOptions o) {
   namespace fs = std::filesystem;
   o.server.index_type = clip::search::parse_index_type(o.index_type);
   o.server.max_body_bytes = size_t(o.max_body_mb) << 20;
-  if (!o.server.db.empty()) {
-    clip::search::IndexDb db = clip::search::IndexDb::open(o.server.db, /*create=*/false);
-    const auto rec = db.model();
-    if (!rec) throw Error(o.server.db + ": the index is empty: run clip index first");
-    if (o.flags.model.empty()) o.flags.model = rec->path;
-  }
-  if (o.flags.model.empty()) throw Error("give --model (or --db, whose model is used)");
+  if (o.server.db.empty() && o.flags.model.empty()) throw Error("give --model (or --db, whose model is used)");
   const auto t0 = std::chrono::steady_clock::now();
-  const clip::Model model = load_model(o.flags);
-  if (!o.server.db.empty()) {
-    clip::search::IndexDb db = clip::search::IndexDb::open(o.server.db, false);
-    if (clip::search::model_identity_fingerprint(model, o.flags.model) != db.model()->fingerprint)
-      throw Error(o.server.db + ": indexed with another model (" + db.model()->description + ")");
-  }
+  const clip::Model model = o.server.db.empty()
+                                ? load_model(o.flags)
+                                : load_index_model(clip::search::IndexDb::open(o.server.db, /*create=*/false), o.flags);
   if (o.server.model_name.empty()) {
     fs::path p = fs::path(o.flags.model).lexically_normal();
     if (p.filename().empty()) p = p.parent_path();

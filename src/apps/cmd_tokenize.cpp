@@ -21,13 +21,6 @@ namespace {
 
 // --vocab may name a .txt.gz, a vocab.json (merges.txt beside it) or a model directory; without
 // it: $CLIP_VOCAB, then OpenAI's vocabulary installed with the program.
-Tokenizer tokenizer_for(const std::string& vocab) {
-  if (!vocab.empty()) return load_tokenizer(vocab);
-  const std::string def = default_vocabulary_path();
-  if (def.empty()) throw Error(no_vocabulary_message());
-  return load_tokenizer(def);
-}
-
 struct TokenizeOptions {
   std::vector<std::string> texts;
   std::string vocab;
@@ -36,7 +29,7 @@ struct TokenizeOptions {
 };
 
 void run_tokenize(const TokenizeOptions& o) {
-  const Tokenizer tok = tokenizer_for(o.vocab);
+  const Tokenizer tok = load_tokenizer(vocabulary_or_default(o.vocab));
   for (const std::string& text : o.texts) {
     std::vector<int32_t> ids;
     if (o.context_length > 0) {

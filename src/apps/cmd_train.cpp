@@ -593,9 +593,7 @@ void run_train(Cli& cli) {
       } catch (const Error&) {
       }
     }
-    if (vocab_source.empty()) vocab_source = default_vocabulary_path();
-    if (vocab_source.empty())
-      throw Error(no_vocabulary_message());
+    if (vocab_source.empty()) vocab_source = vocabulary_or_default("");
   }
   if (extras.preprocess.image_size != mc.vision.image_size)
     throw Error("the preprocessing config's image size (" + std::to_string(extras.preprocess.image_size) +

@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "core/io.h"
 #include "core/model_cache.h"
+#include "core/percent_encode.h"
 #include "core/sha256.h"
 
 namespace clip::hub {
@@ -48,22 +49,6 @@ Endpoint parse_endpoint(std::string url) {
   e.base = url.substr(0, path);
   if (path != std::string::npos) e.prefix = url.substr(path);
   return e;
-}
-
-// Percent-encoding of a path (each segment; '/' kept).
-std::string encode_path(const std::string& p) {
-  static const char* hex = "0123456789ABCDEF";
-  std::string o;
-  for (unsigned char c : p) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~' || c == '/') {
-      o += char(c);
-    } else {
-      o += '%';
-      o += hex[c >> 4];
-      o += hex[c & 15];
-    }
-  }
-  return o;
 }
 
 std::unique_ptr<httplib::Client> client(const Endpoint& e, int timeout_s) {
@@ -133,7 +118,7 @@ PullResult pull(const std::string& repo_id, const PullOptions& o) {
   auto c = client(ep, o.timeout_s);
 
   // 1. The file list at this revision, and the commit it names.
-  const std::string info_path = ep.prefix + "/api/models/" + encode_path(repo_id) + "/revision/" + encode_path(o.revision);
+  const std::string info_path = ep.prefix + "/api/models/" + percent_encode(repo_id) + "/revision/" + percent_encode(o.revision);
   c->set_follow_location(true);
   const httplib::Result info = c->Get(info_path);
   if (!info || info->status != 200) throw Error(http_problem(info, repo_id + "@" + o.revision, endpoint_url));
@@ -171,7 +156,7 @@ PullResult pull(const std::string& repo_id, const PullOptions& o) {
 
   for (const std::string& file : result.files) {
     const std::string what = repo_id + ": " + file;
-    const std::string url = ep.prefix + "/" + encode_path(repo_id) + "/resolve/" + encode_path(commit) + "/" + encode_path(file);
+    const std::string url = ep.prefix + "/" + percent_encode(repo_id) + "/resolve/" + percent_encode(commit) + "/" + percent_encode(file);
     // 2a. Size and checksum from the hub itself (a HEAD, redirects not followed: the LFS
     //     headers are on the hub's redirect, not on the CDN's answer).
     c->set_follow_location(false);

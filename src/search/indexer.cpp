@@ -22,12 +22,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-bool image_extension(const fs::path& p) {
-  std::string e = p.extension().string();
-  std::transform(e.begin(), e.end(), e.begin(), [](unsigned char c) { return char(std::tolower(c)); });
-  return e == ".jpg" || e == ".jpeg" || e == ".png" || e == ".webp" || e == ".bmp" || e == ".gif";
-}
-
 // Folders that are never photos: hidden ones, Synology's thumbnails, VCS and package trees.
 bool skipped_folder(const fs::path& p) {
   const std::string n = p.filename().string();
@@ -92,7 +86,7 @@ std::vector<std::string> collect_image_files(const std::vector<std::string>& inp
           continue;
         }
         if (!include_hidden && !p.filename().empty() && p.filename().string()[0] == '.') continue;
-        if (it->is_regular_file(e2) && image_extension(p)) found.push_back(normal(p));
+        if (it->is_regular_file(e2) && data::is_image_file_name(p.string())) found.push_back(normal(p));
       }
       if (ec) throw Error(in + ": cannot list folder: " + ec.message());
       std::sort(found.begin(), found.end());
@@ -178,12 +172,12 @@ IndexerReport update_index(IndexDb& db, const clip::Model& model, const std::vec
   for (ImageRecord& r : db.all_records(false)) by_path.emplace(r.path, std::move(r));
   std::unordered_set<std::string> wanted(files.begin(), files.end());
   std::unordered_map<std::string, std::vector<int64_t>> gone_by_hash;  // hash -> row ids of vanished files
-  std::vector<int64_t> gone;
+  std::unordered_set<int64_t> gone;
   for (const auto& [path, r] : by_path) {
     if (wanted.count(path)) continue;
     std::error_code ec;
     if (!fs::exists(path, ec)) {
-      gone.push_back(r.id);
+      gone.insert(r.id);
       gone_by_hash[r.hash].push_back(r.id);
     }
   }
@@ -258,8 +252,7 @@ IndexerReport update_index(IndexDb& db, const clip::Model& model, const std::vec
       }
       bool stored = false;
       for (const ImageRecord& r : db.find_hash(h)) {
-        if (r.path != p.path && !reused.count(r.id) &&
-            std::find(gone.begin(), gone.end(), r.id) == gone.end()) {
+        if (r.path != p.path && !reused.count(r.id) && !gone.count(r.id)) {
           plans.push_back({i, Plan::CopyStored, r.id});
           stored = true;
           break;

@@ -41,9 +41,6 @@ struct IndexerReport {
 // The identity of a model for an index: architecture and a checksum of fixed probe embeddings,
 // so that two different weights of the same architecture are told apart.
 ModelIdentity model_identity(const clip::Model& model, const std::string& path);
-inline std::string model_identity_fingerprint(const clip::Model& model, const std::string& path) {
-  return model_identity(model, path).fingerprint;
-}
 
 // Files to index: folders (recursive, sorted), image files, lists (.txt, one path per line,
 // relative paths against the list's folder) and image,caption CSVs (their image column, as

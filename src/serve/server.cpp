@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "core/io.h"
+#include "core/percent_encode.h"
 #include "search/index_db.h"
 #include "search/searcher.h"
 #include "core/base64.h"
@@ -50,22 +51,6 @@ std::string image_bytes(const json& v, const std::string& where) {
   if (!bytes) throw HttpError{400, where + ": not valid base64"};
   if (bytes->empty()) throw HttpError{400, where + ": empty image"};
   return std::move(*bytes);
-}
-
-// Percent-encoding of a query parameter value (RFC 3986 unreserved characters kept).
-std::string url_encode(const std::string& s) {
-  static const char* hex = "0123456789ABCDEF";
-  std::string o;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~' || c == '/') {
-      o += char(c);
-    } else {
-      o += '%';
-      o += hex[c >> 4];
-      o += hex[c & 15];
-    }
-  }
-  return o;
 }
 
 std::string mime_of(const std::string& path) {
@@ -300,7 +285,7 @@ void Server::Impl::routes() {
   auto row_json = [](const search::SearchHit& h) {
     return json{{"id", h.id},
                 {"similarity", h.score},
-                {"url", "/thumb?path=" + url_encode(h.path)},
+                {"url", "/thumb?path=" + percent_encode(h.path)},
                 {"image_path", h.path},
                 {"caption", fs::path(h.path).filename().string()}};
   };
@@ -329,7 +314,7 @@ void Server::Impl::routes() {
       if (!r) continue;
       out.push_back({{"id", r->id},
                      {"metadata",
-                      {{"url", "/thumb?path=" + url_encode(r->path)},
+                      {{"url", "/thumb?path=" + percent_encode(r->path)},
                        {"image_path", r->path},
                        {"caption", fs::path(r->path).filename().string()},
                        {"width", r->width},

@@ -66,6 +66,13 @@ std::string default_vocabulary_path() {
   return "";
 }
 
+std::string vocabulary_or_default(const std::string& vocab) {
+  if (!vocab.empty()) return vocab;
+  const std::string def = default_vocabulary_path();
+  if (def.empty()) throw Error(no_vocabulary_message());
+  return def;
+}
+
 std::string no_vocabulary_message() {
   std::string looked;
   for (const std::string& p : default_vocabulary_candidates()) looked += (looked.empty() ? "" : ", ") + p;

@@ -23,5 +23,7 @@ std::vector<std::string> default_vocabulary_candidates();
 std::string default_vocabulary_path();
 // "no vocabulary: pass --vocab ... (looked in: ...)".
 std::string no_vocabulary_message();
+// `vocab` when given, else the default; clip::Error with no_vocabulary_message() if neither.
+std::string vocabulary_or_default(const std::string& vocab);
 
 }  // namespace clip
