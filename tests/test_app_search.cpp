@@ -18,6 +18,7 @@
 
 #include "core/io.h"
 #include "search/index_db.h"
+#include "search/indexer.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
@@ -257,6 +258,76 @@ TEST_F(Search, ListsAndCsvFilesAreInputs) {
   r = clip_cmd("index -m " + kModel + " --db " + db + " " + dir + "/no-such-folder");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find("no-such-folder: no such file or folder"), std::string::npos) << r.err;
+}
+
+// WebDataset shards (tar archives, plain or gzip-compressed; brace notation for several) are
+// inputs: their image members are indexed as "<shard>/<member>", with the vectors `clip embed`
+// gives the same images as files; re-indexing unchanged shards encodes nothing; a member gone
+// from a rewritten shard drops out; the member's bytes come back for thumbnails; a damaged
+// shard is an error naming it.
+TEST_F(Search, WebDatasetShardsAreInputs) {
+  const std::string dir = kTmp + "/wds";
+  fs::remove_all(dir);
+  fs::create_directories(dir + "/src");
+  const std::vector<std::pair<std::string, std::string>> members = {
+      {"000000.jpg", kShared + "/cifar10_jpeg/test/cat/0000.jpg"},
+      {"000001.jpg", kShared + "/cifar10_jpeg/test/ship/0001.jpg"},
+      {"000002.png", kShared + "/sample_photos/skimage/chelsea.png"},
+      {"000003.png", kShared + "/sample_photos/skimage/coffee.png"},
+      {"000004.jpg", kShared + "/cifar10_jpeg/test/dog/0002.jpg"}};
+  for (const auto& [name, from] : members) fs::copy_file(from, dir + "/src/" + name);
+  clip::write_file_atomic(dir + "/src/000000.txt", std::string("a cat"));
+  auto tar = [&](const std::string& out, const std::string& flags, const std::string& names) {
+    ASSERT_EQ(std::system(("tar " + flags + " " + out + " -C " + dir + "/src " + names).c_str()), 0);
+  };
+  tar(dir + "/shard-000.tar", "-cf", "000000.jpg 000000.txt 000001.jpg 000002.png");
+  tar(dir + "/shard-001.tar", "-czf", "000003.png 000004.jpg");  // gzip-compressed, named .tar
+  const std::string db = kTmp + "/wds.db";
+  fs::remove(db);
+  CliRun r = clip_cmd("index -m " + kModel + " --db " + db + " '" + dir + "/shard-{000..001}.tar' --json");
+  ASSERT_EQ(r.status, 0) << r.err;
+  json c = json::parse(r.out);
+  EXPECT_EQ(c["found"].get<int>(), 5);  // the .txt caption is not an image
+  EXPECT_EQ(c["added"].get<int>(), 5);
+  // Each member's vector is embed's for the same image as a file.
+  std::string files;
+  for (const auto& m : members) files += " " + dir + "/src/" + m.first;
+  const Rows rows = embed(files, kTmp + "/wds.npy");
+  clip::search::IndexDb idb = clip::search::IndexDb::open(db, false);
+  std::map<std::string, std::vector<float>> stored;
+  for (auto& rec : idb.all_records(true)) stored[rec.path] = rec.vector;
+  ASSERT_EQ(stored.size(), 5u);
+  for (size_t i = 0; i < members.size(); ++i) {
+    const std::string shard = dir + (i < 3 ? "/shard-000.tar/" : "/shard-001.tar/");
+    const auto& v = stored[shard + members[i].first];
+    ASSERT_EQ(v.size(), size_t(rows.dim)) << members[i].first;
+    for (int j = 0; j < rows.dim; ++j) EXPECT_NEAR(v[size_t(j)], rows.data[i * size_t(rows.dim) + size_t(j)], 1e-6);
+    // The bytes for a thumbnail are the member's.
+    EXPECT_EQ(clip::search::read_indexed_image(shard + members[i].first), clip::read_text_file(members[i].second));
+  }
+  r = clip_cmd("search --db " + db + " 'a photo of a cat' -n 5 --json");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(json_lines(r.out).size(), 5u);
+  // Unchanged shards: nothing read or encoded.
+  r = clip_cmd("index --db " + db + " " + dir + "/shard-000.tar " + dir + "/shard-001.tar --json");
+  ASSERT_EQ(r.status, 0) << r.err;
+  c = json::parse(r.out);
+  EXPECT_EQ(c["unchanged"].get<int>(), 5);
+  EXPECT_EQ(c["encode_seconds"].get<double>(), 0.0);
+  // shard-001 rewritten without 000004.jpg: that member drops out.
+  fs::remove(dir + "/shard-001.tar");
+  tar(dir + "/shard-001.tar", "-czf", "000003.png");
+  r = clip_cmd("index --db " + db + " " + dir + "/shard-000.tar " + dir + "/shard-001.tar --json");
+  ASSERT_EQ(r.status, 0) << r.err;
+  c = json::parse(r.out);
+  EXPECT_EQ(c["removed"].get<int>(), 1);
+  EXPECT_EQ(c["total"].get<int>(), 4);
+  // A damaged shard is an error naming it.
+  const std::string whole = clip::read_text_file(dir + "/shard-000.tar");
+  clip::write_file_atomic(dir + "/broken.tar", whole.substr(0, 700) + std::string(600, '\x7f'));
+  r = clip_cmd("index --db " + db + " " + dir + "/broken.tar");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find(dir + "/broken.tar"), std::string::npos) << r.err;
 }
 
 // SIGINT at the 3rd batch: exit 130, the first batches committed, and a re-run gives the same

@@ -65,7 +65,7 @@ CommandRegistrar reg("index", 40, [](CLI::App& root) {
   auto* c = root.add_subcommand("index", "Index images for search: an incremental SQLite + FAISS database");
   o->flags.add_to(c, /*model_required=*/false);
   c->add_option("--db", o->db, "Index database (SQLite; created if missing)")->required();
-  c->add_option("inputs", o->inputs, "Folders (recursive), image files, or .txt lists of paths")->required();
+  c->add_option("inputs", o->inputs, "Folders (recursive), image files, .txt lists of paths, image,caption CSVs, tar shards (WebDataset; 's-{000..009}.tar')")->required();
   c->add_option("--index-type", o->index_type, "Vector index: exact (inner product, brute force) or hnsw")
       ->capture_default_str();
   c->add_flag("--strict", o->strict, "Stop at the first unreadable image (default: skip it with a warning)");

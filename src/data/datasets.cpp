@@ -1,8 +1,5 @@
 #include "data/datasets.h"
 
-#include <archive.h>
-#include <archive_entry.h>
-
 #include <algorithm>
 #include <cmath>
 #include <random>
@@ -14,6 +11,7 @@
 
 #include "core/error.h"
 #include "core/io.h"
+#include "data/tar_reader.h"
 #include "vision/arrays.h"
 
 namespace clip::data {
@@ -379,35 +377,19 @@ Dataset open_webdataset(const std::vector<std::string>& shards) {
   d.source = shards.size() == 1 ? shards[0] : shards[0] + " (+" + std::to_string(shards.size() - 1) + " shards)";
   d.name = fs::path(shards[0]).stem().string();
   for (auto& shard : shards) {
-    std::unique_ptr<archive, int (*)(archive*)> a(archive_read_new(), archive_read_free);
-    archive_read_support_format_tar(a.get());
-    archive_read_support_format_gnutar(a.get());
-    archive_read_support_filter_all(a.get());
-    if (archive_read_open_filename(a.get(), shard.c_str(), 1 << 16) != ARCHIVE_OK)
-      throw Error(shard + ": cannot open tar shard: " + archive_error_string(a.get()));
+    TarReader tar(shard);
     std::unordered_map<std::string, size_t> index;  // key -> sample
-    archive_entry* e = nullptr;
-    int rc;
-    while ((rc = archive_read_next_header(a.get(), &e)) == ARCHIVE_OK) {
-      if (archive_entry_filetype(e) != AE_IFREG) continue;
-      const std::string name = archive_entry_pathname(e);
+    TarMember m;
+    while (tar.next(m)) {
+      const std::string& name = m.name;
       const size_t slash = name.rfind('/');
       const size_t dot = name.find('.', slash == std::string::npos ? 0 : slash + 1);
       if (dot == std::string::npos) continue;
       const std::string key = name.substr(0, dot), ext = lower(name.substr(dot + 1));
       const bool image = ext == "jpg" || ext == "jpeg" || ext == "png" || ext == "webp" || ext == "bmp" || ext == "gif";
       if (!image && ext != "cls" && ext != "txt") continue;
-      const la_int64_t size = archive_entry_size(e);
-      if (size < 0 || size > (la_int64_t(1) << 31)) throw Error(shard + ": member " + name + " has a bad size");
-      std::vector<uint8_t> bytes(static_cast<size_t>(size));
-      la_ssize_t got = 0;
-      while (got < size) {
-        la_ssize_t r = archive_read_data(a.get(), bytes.data() + got, size_t(size - got));
-        if (r < 0) throw Error(shard + ": reading " + name + ": " + archive_error_string(a.get()));
-        if (r == 0) break;
-        got += r;
-      }
-      if (got != size) throw Error(shard + ": member " + name + " is truncated");
+      const std::string data = tar.read();
+      std::vector<uint8_t> bytes(data.begin(), data.end());
       auto [it, inserted] = index.emplace(key, d.samples.size());
       if (inserted) {
         Sample s;
@@ -435,7 +417,6 @@ Dataset open_webdataset(const std::vector<std::string>& shards) {
         }
       }
     }
-    if (rc != ARCHIVE_EOF) throw Error(shard + ": corrupt tar shard: " + archive_error_string(a.get()));
   }
   // A key without an image (e.g. a stray .txt) cannot be evaluated.
   for (auto& s : d.samples)

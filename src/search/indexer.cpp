@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -16,6 +17,7 @@
 #include "core/sha256.h"
 #include "core/test_points.h"
 #include "data/datasets.h"
+#include "data/tar_reader.h"
 
 namespace clip::search {
 namespace fs = std::filesystem;
@@ -49,7 +51,97 @@ FileStat stat_file(const std::string& path) {
   return s;
 }
 
+// The image members of tar archives (WebDataset shards), listed once per run.
+class TarListings {
+ public:
+  // Image members of `archive` by name; null when the archive cannot be read (`error` says why).
+  const std::unordered_map<std::string, FileStat>* members(const std::string& archive, std::string* error = nullptr) {
+    auto it = cache_.find(archive);
+    if (it == cache_.end()) {
+      Listing l;
+      try {
+        data::TarReader tar(archive);
+        data::TarMember m;
+        while (tar.next(m))
+          if (data::is_image_file_name(m.name)) {
+            FileStat st;
+            st.mtime_ns = m.mtime_ns;
+            st.size = m.size;
+            st.ok = true;
+            l.order.push_back(m.name);
+            l.members.emplace(m.name, st);
+          }
+      } catch (const Error& e) {
+        l.error = e.what();
+      }
+      it = cache_.emplace(archive, std::move(l)).first;
+    }
+    if (!it->second.error.empty()) {
+      if (error) *error = it->second.error;
+      return nullptr;
+    }
+    return &it->second.members;
+  }
+  const std::vector<std::string>& order(const std::string& archive) { return cache_.at(archive).order; }
+
+ private:
+  struct Listing {
+    std::unordered_map<std::string, FileStat> members;
+    std::vector<std::string> order;  // as stored in the archive
+    std::string error;
+  };
+  std::unordered_map<std::string, Listing> cache_;
+};
+
+std::string member_path(const std::string& archive, const std::string& member) { return archive + "/" + member; }
+
+// Whether an indexed path still names something: a file, or a member of an archive that is still
+// listed. An archive that cannot be read now keeps its rows (it may be on a disk that is away).
+bool still_exists(const std::string& path, TarListings& tars) {
+  std::error_code ec;
+  if (fs::exists(path, ec)) return true;
+  const auto m = split_tar_member_path(path);
+  if (!m) return false;
+  std::string error;
+  const auto* members = tars.members(m->archive, &error);
+  return !members || members->count(m->member) > 0;
+}
+
+// The bytes of the listed members of one archive, in one pass over it.
+std::unordered_map<std::string, std::string> read_members(const std::string& archive,
+                                                          const std::unordered_set<std::string>& wanted) {
+  std::unordered_map<std::string, std::string> out;
+  data::TarReader tar(archive);
+  data::TarMember m;
+  while (out.size() < wanted.size() && tar.next(m))
+    if (wanted.count(m.name)) out[m.name] = tar.read();
+  return out;
+}
+
 }  // namespace
+
+std::optional<TarMemberPath> split_tar_member_path(const std::string& path) {
+  for (size_t slash = path.find('/', 1); slash != std::string::npos; slash = path.find('/', slash + 1)) {
+    const std::string prefix = path.substr(0, slash);
+    if (!data::is_tar_name(prefix)) continue;
+    std::error_code ec;
+    if (fs::is_regular_file(prefix, ec) && slash + 1 < path.size()) return TarMemberPath{prefix, path.substr(slash + 1)};
+  }
+  return std::nullopt;
+}
+
+std::string read_indexed_image(const std::string& path) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) {
+    if (const auto m = split_tar_member_path(path)) {
+      auto got = read_members(m->archive, {m->member});
+      auto it = got.find(m->member);
+      if (it == got.end()) throw Error(path + ": no such member in " + m->archive);
+      return std::move(it->second);
+    }
+  }
+  return read_text_file(path);
+}
 
 ModelIdentity model_identity(const clip::Model& model, const std::string& path) {
   ModelIdentity m;
@@ -67,7 +159,19 @@ ModelIdentity model_identity(const clip::Model& model, const std::string& path) 
   return m;
 }
 
-std::vector<std::string> collect_image_files(const std::vector<std::string>& inputs, bool include_hidden) {
+namespace {
+
+std::vector<std::string> collect(const std::vector<std::string>& given, bool include_hidden, TarListings& tars) {
+  // "shard-{000..009}.tar" (WebDataset's brace notation) names several archives.
+  std::vector<std::string> inputs;
+  for (const std::string& in : given) {
+    std::error_code ec;
+    if (!fs::exists(in, ec) && in.find('{') != std::string::npos && data::is_tar_name(in)) {
+      for (auto& shard : data::expand_shards(in)) inputs.push_back(shard);
+    } else {
+      inputs.push_back(in);
+    }
+  }
   std::vector<std::string> out;
   std::unordered_set<std::string> seen;
   auto add = [&](const std::string& p) {
@@ -94,7 +198,13 @@ std::vector<std::string> collect_image_files(const std::vector<std::string>& inp
     } else if (fs::is_regular_file(in, ec)) {
       std::string ext = fs::path(in).extension().string();
       std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return char(std::tolower(c)); });
-      if (ext == ".csv" || ext == ".tsv") {
+      if (data::is_tar_name(in)) {
+        // A WebDataset shard: its image members, in the archive's order.
+        const std::string archive = normal(in);
+        std::string error;
+        if (!tars.members(archive, &error)) throw Error(error);
+        for (const std::string& m : tars.order(archive)) add(member_path(archive, m));
+      } else if (ext == ".csv" || ext == ".tsv") {
         // An image,caption CSV (as clip train and clip eval read it): its image paths.
         const data::Dataset d = data::open_dataset(in, {});
         for (const data::Sample& smp : d.samples)
@@ -121,6 +231,13 @@ std::vector<std::string> collect_image_files(const std::vector<std::string>& inp
     }
   }
   return out;
+}
+
+}  // namespace
+
+std::vector<std::string> collect_image_files(const std::vector<std::string>& inputs, bool include_hidden) {
+  TarListings tars;
+  return collect(inputs, include_hidden, tars);
 }
 
 std::string vector_index_path(const IndexDb& db, IndexType type) {
@@ -164,7 +281,8 @@ IndexerReport update_index(IndexDb& db, const clip::Model& model, const std::vec
   const auto t0 = Clock::now();
   IndexerReport rep;
   const int D = model.embed_dim();
-  const std::vector<std::string> files = collect_image_files(inputs, o.include_hidden);
+  TarListings tars;
+  const std::vector<std::string> files = collect(inputs, o.include_hidden, tars);
   rep.found = int64_t(files.size());
 
   // What the database holds: by path, and the rows whose files are gone (candidates for moves).
@@ -175,8 +293,7 @@ IndexerReport update_index(IndexDb& db, const clip::Model& model, const std::vec
   std::unordered_set<int64_t> gone;
   for (const auto& [path, r] : by_path) {
     if (wanted.count(path)) continue;
-    std::error_code ec;
-    if (!fs::exists(path, ec)) {
+    if (!still_exists(path, tars)) {
       gone.insert(r.id);
       gone_by_hash[r.hash].push_back(r.id);
     }
@@ -185,10 +302,16 @@ IndexerReport update_index(IndexDb& db, const clip::Model& model, const std::vec
   struct Pending {
     std::string path;
     FileStat st;
+    std::optional<TarMemberPath> member;  // set for a member of a tar archive
   };
   std::vector<Pending> pending;
   for (const std::string& f : files) {
-    const FileStat st = stat_file(f);
+    std::optional<TarMemberPath> member;
+    FileStat st = stat_file(f);
+    if (!st.ok && (member = split_tar_member_path(f))) {
+      const auto* members = tars.members(member->archive);
+      if (auto m = members ? members->find(member->member) : decltype(members->end()){}; members && m != members->end()) st = m->second;
+    }
     if (!st.ok) {
       ++rep.skipped;
       if (o.strict) throw Error(f + ": cannot read (not a regular file)");
@@ -200,7 +323,7 @@ IndexerReport update_index(IndexDb& db, const clip::Model& model, const std::vec
       ++rep.unchanged;
       continue;
     }
-    pending.push_back({f, st});
+    pending.push_back({f, st, member});
   }
 
   std::unordered_set<int64_t> reused;  // gone rows that became moves
@@ -213,12 +336,35 @@ IndexerReport update_index(IndexDb& db, const clip::Model& model, const std::vec
       break;
     }
     const size_t n = std::min(B, pending.size() - start);
-    // 1. Hashes, in parallel (the files are read again by the decoder, from the page cache).
-    std::vector<std::string> hashes(n), hash_errors(n);
+    // 1. Archive members are read into memory, one pass per archive; then hashes, in parallel
+    // (files are read again by the decoder, from the page cache).
+    std::vector<std::string> member_bytes(n), hashes(n), hash_errors(n);
+    {
+      std::map<std::string, std::unordered_set<std::string>> wanted;  // archive -> members
+      for (size_t i = 0; i < n; ++i)
+        if (const auto& m = pending[start + i].member) wanted[m->archive].insert(m->member);
+      for (const auto& [archive, names] : wanted) {
+        std::unordered_map<std::string, std::string> got;
+        std::string error;
+        try {
+          got = read_members(archive, names);
+        } catch (const Error& e) {
+          error = e.what();  // what was read before the damage is kept
+        }
+        for (size_t i = 0; i < n; ++i) {
+          const auto& m = pending[start + i].member;
+          if (!m || m->archive != archive) continue;
+          if (auto g = got.find(m->member); g != got.end()) member_bytes[i] = std::move(g->second);
+          else hash_errors[i] = pending[start + i].path + ": cannot read the member" + (error.empty() ? "" : ": " + error);
+        }
+      }
+    }
 #pragma omp parallel for schedule(dynamic, 1)
     for (size_t i = 0; i < n; ++i) {
+      if (!hash_errors[i].empty()) continue;
       try {
-        hashes[i] = sha256_file(pending[start + i].path);
+        const Pending& p = pending[start + i];
+        hashes[i] = p.member ? sha256_hex(member_bytes[i].data(), member_bytes[i].size()) : sha256_file(p.path);
       } catch (const std::exception& e) {
         hash_errors[i] = e.what();
       }
@@ -231,7 +377,6 @@ IndexerReport update_index(IndexDb& db, const clip::Model& model, const std::vec
       size_t from_item = 0;
     };
     std::vector<Plan> plans;
-    std::vector<std::string> encode_paths;
     std::vector<size_t> encode_items;
     std::unordered_map<std::string, size_t> batch_first;  // hash -> item encoded in this batch
     for (size_t i = 0; i < n; ++i) {
@@ -265,36 +410,60 @@ IndexerReport update_index(IndexDb& db, const clip::Model& model, const std::vec
       }
       batch_first[h] = i;
       plans.push_back({i, Plan::Encode});
-      encode_paths.push_back(p.path);
       encode_items.push_back(i);
     }
-    // 3. Encode.
+    // 3. Encode: files by path, archive members from memory.
     const auto te = Clock::now();
-    std::vector<clip::SkippedInput> bad;
-    std::vector<std::array<int, 2>> sizes;
-    clip::Embeddings e;
-    if (!encode_paths.empty()) e = model.encode_image_files(encode_paths, int(encode_paths.size()), bad, &sizes);
-    rep.encode_seconds += std::chrono::duration<double>(Clock::now() - te).count();
-    std::unordered_map<size_t, size_t> row_of;  // item -> row in e
-    {
+    struct Encoded {
+      std::vector<float> vector;
+      std::array<int, 2> size;
+    };
+    std::unordered_map<size_t, Encoded> encoded;  // item -> its embedding
+    auto take = [&](const std::vector<size_t>& items, const clip::Embeddings& e, const std::vector<clip::SkippedInput>& bad,
+                    const std::vector<std::array<int, 2>>& sizes) {
       size_t b = 0, row = 0;
-      for (size_t k = 0; k < encode_items.size(); ++k) {
+      for (size_t k = 0; k < items.size(); ++k) {
         if (b < bad.size() && size_t(bad[b].index) == k) {
           ++rep.skipped;
-          std::string why = bad[b].reason;
+          const std::string why = bad[b].reason;
           if (o.strict) throw Error(why);
           if (o.warn) o.warn(why);
           ++b;
           continue;
         }
-        row_of[encode_items[k]] = row++;
+        encoded[items[k]] = {std::vector<float>(e.data.begin() + long(row * size_t(D)), e.data.begin() + long((row + 1) * size_t(D))), sizes[row]};
+        ++row;
+      }
+    };
+    {
+      std::vector<size_t> file_items, member_items;
+      std::vector<std::string> paths, names;
+      std::vector<std::string_view> bytes;
+      for (size_t i : encode_items) {
+        const Pending& p = pending[start + i];
+        (p.member ? member_items : file_items).push_back(i);
+        if (p.member) {
+          names.push_back(p.path);
+          bytes.emplace_back(member_bytes[i]);
+        } else {
+          paths.push_back(p.path);
+        }
+      }
+      for (int pass = 0; pass < 2; ++pass) {
+        const std::vector<size_t>& items = pass == 0 ? file_items : member_items;
+        if (items.empty()) continue;
+        std::vector<clip::SkippedInput> bad;
+        std::vector<std::array<int, 2>> sizes;
+        const clip::Embeddings e = pass == 0 ? model.encode_image_files(paths, int(paths.size()), bad, &sizes)
+                                             : model.encode_image_data(bytes, names, int(bytes.size()), bad, &sizes);
+        take(items, e, bad, sizes);
       }
     }
+    rep.encode_seconds += std::chrono::duration<double>(Clock::now() - te).count();
     // 4. One transaction for the batch.
     test_point("index_batch");
     db.begin();
     try {
-      std::unordered_map<size_t, std::pair<std::vector<float>, std::array<int, 2>>> written;
       for (const Plan& pl : plans) {
         const Pending& p = pending[start + pl.item];
         const bool existed = by_path.count(p.path) > 0;
@@ -316,19 +485,18 @@ IndexerReport update_index(IndexDb& db, const clip::Model& model, const std::vec
           r.height = src->height;
           ++rep.duplicates;
         } else if (pl.kind == Plan::CopyBatch) {
-          auto w = written.find(pl.from_item);
-          if (w == written.end()) continue;  // its source was unreadable
-          r.vector = w->second.first;
-          r.width = w->second.second[0];
-          r.height = w->second.second[1];
+          auto w = encoded.find(pl.from_item);
+          if (w == encoded.end()) continue;  // its source was unreadable
+          r.vector = w->second.vector;
+          r.width = w->second.size[0];
+          r.height = w->second.size[1];
           ++rep.duplicates;
         } else {
-          auto row = row_of.find(pl.item);
-          if (row == row_of.end()) continue;  // skipped
-          r.vector.assign(e.data.begin() + long(row->second * size_t(D)), e.data.begin() + long((row->second + 1) * size_t(D)));
-          r.width = sizes[row->second][0];
-          r.height = sizes[row->second][1];
-          written[pl.item] = {r.vector, sizes[row->second]};
+          auto enc = encoded.find(pl.item);
+          if (enc == encoded.end()) continue;  // skipped
+          r.vector = enc->second.vector;
+          r.width = enc->second.size[0];
+          r.height = enc->second.size[1];
           if (existed) ++rep.changed;
           else ++rep.added;
         }

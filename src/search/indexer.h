@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,9 +44,20 @@ struct IndexerReport {
 ModelIdentity model_identity(const clip::Model& model, const std::string& path);
 
 // Files to index: folders (recursive, sorted), image files, lists (.txt, one path per line,
-// relative paths against the list's folder) and image,caption CSVs (their image column, as
-// clip train reads it). Absolute, normalized paths; errors name the input.
+// relative paths against the list's folder), image,caption CSVs (their image column, as
+// clip train reads it) and tar archives such as WebDataset shards (.tar, .tar.gz, .tgz;
+// "shard-{000..009}.tar" names several): their image members, each indexed under
+// "<archive>/<member>" as if the archive were a folder (no real path has a regular file as a
+// folder, so the two never collide). Absolute, normalized paths; errors name the input.
 std::vector<std::string> collect_image_files(const std::vector<std::string>& inputs, bool include_hidden);
+
+struct TarMemberPath {
+  std::string archive, member;
+};
+// "<archive>/<member>" split when a leading part is a tar archive on disk; nullopt otherwise.
+std::optional<TarMemberPath> split_tar_member_path(const std::string& path);
+// The bytes of an indexed image: a file, or a member of a tar archive.
+std::string read_indexed_image(const std::string& path);
 
 IndexerReport update_index(IndexDb& db, const clip::Model& model, const std::vector<std::string>& inputs,
                            const IndexerOptions& options, const std::atomic<int>* stop = nullptr);

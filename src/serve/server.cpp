@@ -14,6 +14,7 @@
 #include "core/io.h"
 #include "core/percent_encode.h"
 #include "search/index_db.h"
+#include "search/indexer.h"
 #include "search/searcher.h"
 #include "core/base64.h"
 #include "serve/batcher.h"
@@ -244,7 +245,7 @@ void Server::Impl::routes() {
     if (path.empty() || !db->find_path(path)) throw HttpError{404, "not an indexed image"};
     std::string bytes;
     try {
-      bytes = read_text_file(path);
+      bytes = search::read_indexed_image(path);  // a file or a member of an indexed tar shard
     } catch (const Error&) {
       throw HttpError{404, "the indexed file is gone"};
     }
