@@ -33,7 +33,7 @@ std::string model_dir() { return clip::test::tiny_vocab_model_dir(); }
 class CliTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!fs::exists(kVocab)) GTEST_SKIP() << "shared data not found at " << CLIP_SHARED_DATA;
+    if (!fs::exists(kVocab)) GTEST_FAIL() << "shared data not found at " << CLIP_SHARED_DATA;
     ASSERT_TRUE(fs::exists(std::string(CLIP_BINARY_DIR) + "/clip")) << "the clip binary is not built";
     ASSERT_FALSE(model_dir().empty()) << "reference_model.py failed";
   }

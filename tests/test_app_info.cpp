@@ -55,7 +55,7 @@ ModelConfig tiny() {
 }  // namespace
 
 TEST(AppInfo, DescribesAModelDirectory) {
-  if (!have_binary()) GTEST_SKIP() << "clip binary not built";
+  if (!have_binary()) GTEST_FAIL() << "clip binary not built";
   const ModelConfig c = tiny();
   const std::string dir = tmp("hf_model");
   write_model_directory(dir, random_canonical_tensors(c, 1), c, NamingScheme::HuggingFace, DType::F16);
@@ -77,7 +77,7 @@ TEST(AppInfo, DescribesAModelDirectory) {
 }
 
 TEST(AppInfo, HostileFileFailsWithOneLine) {
-  if (!have_binary()) GTEST_SKIP() << "clip binary not built";
+  if (!have_binary()) GTEST_FAIL() << "clip binary not built";
   const std::string path = tmp("hostile.safetensors");
   // Header length 8, header {"a":1} padded: the entry is not an object.
   write_file_atomic(path, std::string("\x08\0\0\0\0\0\0\0{\"a\":1} ", 16));
@@ -115,7 +115,7 @@ std::string field(const std::string& out, const std::string& key) {
 }  // namespace
 
 TEST(AppInfo, SystemReportsTheCpuAndTheCapLowersThePaths) {
-  if (!have_binary()) GTEST_SKIP() << "clip binary not built";
+  if (!have_binary()) GTEST_FAIL() << "clip binary not built";
   const CliRun native = info_system("");
   ASSERT_EQ(native.status, 0) << native.err;
   const std::string best = field(native.out, "best isa");
@@ -144,7 +144,7 @@ TEST(AppInfo, SystemReportsTheCpuAndTheCapLowersThePaths) {
 }
 
 TEST(AppInfo, BadIsaCapIsAClearError) {
-  if (!have_binary()) GTEST_SKIP() << "clip binary not built";
+  if (!have_binary()) GTEST_FAIL() << "clip binary not built";
   const CliRun r = info_system("avx9000");
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.err.find("CLIP_MAX_ISA=avx9000: unknown instruction set"), std::string::npos) << r.err;

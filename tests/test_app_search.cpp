@@ -164,6 +164,10 @@ TEST_F(Search, RankingEqualsBruteForceOfEmbedByTextImageAndWeightedTerms) {
   s = clip_cmd("search --db " + db + " 'a photo of a dog' -n 10 --json --index-type hnsw");
   ASSERT_EQ(s.status, 0) << s.err;
   expect_same_ranking(json_lines(s.out), rank(rows, n, row(64)), 10);
+  s = clip_cmd("search --db " + db + " 'a photo of a dog' -n 10 --json --index-type hnsw --ef-search 64");
+  ASSERT_EQ(s.status, 0) << s.err;
+  expect_same_ranking(json_lines(s.out), rank(rows, n, row(64)), 10);
+  EXPECT_EQ(clip_cmd("search --db " + db + " dog --index-type hnsw --ef-search 0").status, 2);  // out of range
 }
 
 TEST_F(Search, IndexingIsIncrementalAndFindsMovesDuplicatesAndDeletions) {

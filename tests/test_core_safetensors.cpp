@@ -191,7 +191,7 @@ TEST(Safetensors, UnalignedF32IsCopied) {
 }
 
 TEST(Safetensors, SerializedBytesMatchReferenceWriter) {
-  if (!have_reference()) GTEST_SKIP() << "Python safetensors not installed (scripts/install-deps.sh)";
+  if (!have_reference()) GTEST_FAIL() << "Python safetensors not installed (scripts/install-deps.sh)";
   // One metadata key: the reference keeps metadata in a hash map, so several keys have no
   // fixed order.
   const std::string ref_path = temp_dir() + "/reference_written.safetensors";
@@ -203,7 +203,7 @@ TEST(Safetensors, SerializedBytesMatchReferenceWriter) {
 }
 
 TEST(Safetensors, ReferenceReadsOurFileAndWeReadTheirs) {
-  if (!have_reference()) GTEST_SKIP() << "Python safetensors not installed (scripts/install-deps.sh)";
+  if (!have_reference()) GTEST_FAIL() << "Python safetensors not installed (scripts/install-deps.sh)";
   const std::string ours = temp_dir() + "/ours_for_reference.safetensors";
   write_safetensors(ours, fixed_tensors(), {{"format", "pt"}, {"note", "ours"}});
   auto dumped = nlohmann::json::parse(reference("dump " + ours));
@@ -346,7 +346,7 @@ TEST(SafetensorsHostile, PyTorchPickleIsNamed) {
 
 TEST(SafetensorsHostile, ReferenceRejectsTheSameFiles) {
   // Our rejections are not over-strict: the reference reader refuses these too.
-  if (!have_reference()) GTEST_SKIP() << "Python safetensors not installed (scripts/install-deps.sh)";
+  if (!have_reference()) GTEST_FAIL() << "Python safetensors not installed (scripts/install-deps.sh)";
   std::vector<std::string> files = {
       write_raw("r_zero.safetensors", ""),
       write_raw("r_huge.safetensors", le64(~uint64_t(0)) + "{}"),

@@ -32,14 +32,14 @@ std::string out_dir(const std::string& name) {
 }
 
 #define REQUIRE_CLIP() \
-  if (!fs::exists(kClip)) GTEST_SKIP() << "build the clip target first (" << kClip << ")"
+  if (!fs::exists(kClip)) GTEST_FAIL() << "build the clip target first (" << kClip << ")"
 
 }  // namespace
 
 TEST(EvalCli, LinearProbeOnFeaturesMatchesSklearn) {
   REQUIRE_CLIP();
   const std::string ref = reference("logreg", "logreg10", "--classes 10 --C 0.316");
-  if (ref.empty()) GTEST_SKIP() << "numpy/scikit-learn not available";
+  if (ref.empty()) GTEST_FAIL() << "numpy/scikit-learn not available";
   const std::string out = out_dir("probe");
   const std::string feats = " --train-features " + ref + "/train_x.npy --train-labels " + ref + "/train_y.npy" +
                             " --test-features " + ref + "/test_x.npy --test-labels " + ref + "/test_y.npy";
@@ -70,7 +70,7 @@ TEST(EvalCli, LinearProbeOnFeaturesMatchesSklearn) {
 TEST(EvalCli, RetrievalOnFeaturesMatchesNumpy) {
   REQUIRE_CLIP();
   const std::string ref = reference("metrics", "metrics");
-  if (ref.empty()) GTEST_SKIP() << "numpy/scikit-learn not available";
+  if (ref.empty()) GTEST_FAIL() << "numpy/scikit-learn not available";
   const std::string out = out_dir("retrieval");
   ASSERT_EQ(run("eval retrieval --image-features " + ref + "/images.npy --text-features " + ref +
                 "/texts.npy --text-image " + ref + "/text_image.npy -o " + out + "/r.json"),
@@ -88,12 +88,12 @@ TEST(EvalCli, RetrievalOnFeaturesMatchesNumpy) {
 
 TEST(EvalCli, ModelCommandsEndToEnd) {
   REQUIRE_CLIP();
-  if (!fs::exists(kShared + "/cifar10_jpeg/test") || !fs::exists(kShared + "/clip_vocab")) GTEST_SKIP() << "no shared data";
+  if (!fs::exists(kShared + "/cifar10_jpeg/test") || !fs::exists(kShared + "/clip_vocab")) GTEST_FAIL() << "no shared data";
   const std::string mdir = std::string(CLIP_BINARY_DIR) + "/eval_reference/tinymodel";
   if (!fs::exists(mdir + "/model.safetensors") &&
       std::system((std::string(CLIP_PYTHON) + " " + CLIP_SOURCE_DIR + "/tools/eval_reference.py model --out " + mdir +
                    " > /dev/null 2>&1").c_str()) != 0)
-    GTEST_SKIP() << "torch not available to build the tiny model";
+    GTEST_FAIL() << "torch not available to build the tiny model";
   const std::string out = out_dir("model");
   const std::string common = " -m " + mdir + "/model.safetensors --vocab " + kShared + "/clip_vocab --cache " + out +
                              "/cache -o " + out + "/results --limit 30 --dataset-name cifar10";

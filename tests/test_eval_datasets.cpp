@@ -64,7 +64,7 @@ TEST(EvalDatasets, CsvCaptionsGroupedByImage) {
 TEST(EvalDatasets, SharedFlickrAndCifarCsv) {
   const std::string flickr = std::string(CLIP_SHARED_DATA) + "/flickr8k_subset1000/captions.txt";
   const std::string cifar = std::string(CLIP_SHARED_DATA) + "/cifar10_jpeg/test_labels.csv";
-  if (!fs::exists(flickr) || !fs::exists(cifar)) GTEST_SKIP() << "shared data not present";
+  if (!fs::exists(flickr) || !fs::exists(cifar)) GTEST_FAIL() << "shared data not present";
   DatasetOptions o;
   o.root = std::string(CLIP_SHARED_DATA) + "/flickr8k_subset1000/images";
   auto f = open_csv(flickr, o);
@@ -89,7 +89,7 @@ TEST(EvalDatasets, SharedFlickrAndCifarCsv) {
 
 TEST(EvalDatasets, Idx) {
   const std::string mnist = std::string(CLIP_SHARED_DATA) + "/mnist/t10k-images-idx3-ubyte.gz";
-  if (!fs::exists(mnist)) GTEST_SKIP() << "shared data not present";
+  if (!fs::exists(mnist)) GTEST_FAIL() << "shared data not present";
   auto all = open_dataset(mnist, {});
   ASSERT_EQ(all.size(), 10000u);
   EXPECT_EQ(all.samples[0].label, 7);  // MNIST test image 0 is a 7

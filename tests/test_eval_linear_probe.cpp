@@ -73,7 +73,7 @@ double test_accuracy(const LogisticRegressionModel& m, const Data& d) {
 
 void compare(const std::string& tag, const std::string& args) {
   const std::string dir = reference("logreg", tag, args);
-  if (dir.empty()) GTEST_SKIP() << "numpy/scikit-learn not available to " CLIP_PYTHON;
+  if (dir.empty()) GTEST_FAIL() << "numpy/scikit-learn not available to " CLIP_PYTHON;
   Data d = load(dir);
   const double C = d.expected["C"].get<double>();
   LogisticRegressionOptions o;
@@ -99,7 +99,7 @@ TEST(EvalLinearProbe, MatchesSklearnBinary) { compare("logreg2", "--classes 2 --
 
 TEST(EvalLinearProbe, PenaltySearchAndFewShot) {
   const std::string dir = reference("logreg", "logreg10", "--classes 10 --C 0.316");
-  if (dir.empty()) GTEST_SKIP() << "numpy/scikit-learn not available";
+  if (dir.empty()) GTEST_FAIL() << "numpy/scikit-learn not available";
   Data d = load(dir);
   LogisticRegressionOptions o;
   auto r = search_penalty(d.Xtr.data(), d.ytr.data(), int64_t(d.ytr.size()), d.dim, d.classes, o, 0.2, 7);

@@ -336,14 +336,14 @@ void check_all_schemes(const std::string& dir) {
 }
 
 TEST(ModelSchemes, TinyAllNamingSchemesGiveIdenticalFeatures) {
-  if (!have_torch()) GTEST_SKIP() << CLIP_PYTHON << " has no torch";
+  if (!have_torch()) GTEST_FAIL() << CLIP_PYTHON << " has no torch";
   check_all_schemes(generate("tiny"));
 }
 
 TEST(ModelSchemes, TinyWithExactGeluMatchesReference) {
   // open_clip models trained by LAION use nn.GELU (erf), not QuickGELU; the activation comes
   // from open_clip_config.json ("quick_gelu": false) or config.json ("hidden_act": "gelu").
-  if (!have_torch()) GTEST_SKIP() << CLIP_PYTHON << " has no torch";
+  if (!have_torch()) GTEST_FAIL() << CLIP_PYTHON << " has no torch";
   const std::string dir = generate("tiny", "--gelu --schemes openclip,hf", "-gelu");
   Array img = load_golden(dir, "image_features"), txt = load_golden(dir, "text_features");
   for (const std::string scheme : {"/openclip", "/hf"}) {
@@ -356,7 +356,7 @@ TEST(ModelSchemes, TinyWithExactGeluMatchesReference) {
 
 TEST(ModelSchemes, OddSizesMatchReference) {
   // Patch 14 (as L/14), 3 heads of 64, a 3x3 grid, 3 vision layers, texts of 2..20 tokens.
-  if (!have_torch()) GTEST_SKIP() << CLIP_PYTHON << " has no torch";
+  if (!have_torch()) GTEST_FAIL() << CLIP_PYTHON << " has no torch";
   const std::string dir = generate("odd", "--schemes openai,hf --image-batch 3 --text-lengths 2,20,7,11");
   Features f = encode_golden_inputs(dir + "/openai/model.safetensors", dir);
   Array img = load_golden(dir, "image_features"), txt = load_golden(dir, "text_features");
@@ -373,7 +373,7 @@ TEST(ModelSchemes, TinyLoadedFromCommittedF16CheckpointMatchesGoldens) {
 }
 
 TEST(FullSizeSlow, VitB32MatchesReferenceInEverySchemeAndLayer) {
-  if (!have_torch()) GTEST_SKIP() << CLIP_PYTHON << " has no torch";
+  if (!have_torch()) GTEST_FAIL() << CLIP_PYTHON << " has no torch";
   // 3 images, texts of 7, 20 and 77 tokens (the last one fills the context).
   const std::string dir = generate("ViT-B-32", "--image-batch 3 --text-lengths 7,20,77");
   check_all_schemes(dir);

@@ -13,6 +13,7 @@ namespace {
 struct SearchOptions {
   ModelFlags flags;
   std::string db, index_type = "exact";
+  int ef_search = 256;
   std::vector<std::string> query, images, add, subtract;
   int n = 10;
   float threshold = -2.f;
@@ -30,7 +31,7 @@ void run_search(const SearchOptions& o) {
   IndexDb db = IndexDb::open(o.db, /*create=*/false);
   ModelFlags flags = o.flags;
   const clip::Model model = load_index_model(db, flags);
-  const Searcher searcher(db, parse_index_type(o.index_type));
+  const Searcher searcher(db, parse_index_type(o.index_type), o.ef_search);
   const std::vector<float> q = query_vector(model, terms, o.truncate);
   for (const SearchHit& h : searcher.search(q, o.n, o.threshold)) {
     if (o.json) {
@@ -55,6 +56,9 @@ CommandRegistrar reg("search", 41, [](CLI::App& root) {
   c->add_option("-n,--top", o->n, "Results")->check(CLI::Range(1, 100000))->capture_default_str();
   c->add_option("--threshold", o->threshold, "Only results with cosine >= S")->check(CLI::Range(-1.0, 1.0));
   c->add_option("--index-type", o->index_type, "Vector index: exact or hnsw (approximate)")->capture_default_str();
+  c->add_option("--ef-search", o->ef_search, "HNSW: candidates kept per query (more: higher recall, slower)")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
   c->add_flag("--truncate", o->truncate, "Cut a query longer than the model's context");
   c->add_flag("--json", o->json, "One JSON object per result: rank, path, score, width, height");
   c->add_flag("-f,--paths", o->paths_only, "Print paths only");

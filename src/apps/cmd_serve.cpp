@@ -19,12 +19,14 @@ struct ServeOptions {
   ModelFlags flags;
   clip::serve::ServerOptions server;
   std::string index_type = "exact";
+  int ef_search = 256;
   int64_t max_body_mb = 32;
 };
 
 void run_serve(ServeOptions o) {
   namespace fs = std::filesystem;
   o.server.index_type = clip::search::parse_index_type(o.index_type);
+  o.server.ef_search = o.ef_search;
   o.server.max_body_bytes = size_t(o.max_body_mb) << 20;
   if (o.server.db.empty() && o.flags.model.empty()) throw Error("give --model (or --db, whose model is used)");
   const auto t0 = std::chrono::steady_clock::now();
@@ -66,6 +68,9 @@ CommandRegistrar reg("serve", 42, [](CLI::App& root) {
   c->add_option("--port", o->server.port, "Port (0: any free one, printed)")->check(CLI::Range(0, 65535))->capture_default_str();
   c->add_option("--model-name", o->server.model_name, "Model name in replies (default: the model's folder name)");
   c->add_option("--index-type", o->index_type, "Vector index: exact or hnsw")->capture_default_str();
+  c->add_option("--ef-search", o->ef_search, "HNSW: candidates kept per query (more: higher recall, slower)")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
   c->add_option("--max-body-mb", o->max_body_mb, "Largest request body in MiB (larger: 413)")
       ->check(CLI::Range(1, 4096))
       ->capture_default_str();

@@ -8,6 +8,7 @@
 
 #include "core/cpu_features.h"
 #include "core/error.h"
+#include "core/simd_target.h"
 
 #if defined(CLIP_HAVE_ONEDNN)
 #include <dnnl.h>
@@ -175,6 +176,58 @@ void linear_forward(float* y, const float* x, const float* weight, const float* 
     beta = 1.f;
   }
   sgemm(false, true, M, N, K, 1.f, x, ldx, weight, K, beta, y, ldy);
+}
+
+namespace {
+
+float dot_scalar(const float* a, const float* b, int64_t n) {
+  float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    s0 += a[i] * b[i];
+    s1 += a[i + 1] * b[i + 1];
+    s2 += a[i + 2] * b[i + 2];
+    s3 += a[i + 3] * b[i + 3];
+  }
+  for (; i < n; ++i) s0 += a[i] * b[i];
+  return (s0 + s1) + (s2 + s3);
+}
+
+}  // namespace
+}  // namespace clip
+
+CLIP_AVX2_BEGIN
+namespace clip {
+namespace {
+
+float dot_avx2(const float* a, const float* b, int64_t n) {
+  // Four accumulators hide the FMA latency.
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
+    s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
+  }
+  for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+  const __m256 s = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+  float r = _mm_cvtss_f32(h);
+  for (; i < n; ++i) r += a[i] * b[i];
+  return r;
+}
+
+}  // namespace
+}  // namespace clip
+CLIP_AVX2_END
+
+namespace clip {
+
+float dot(const float* a, const float* b, int64_t n) {
+  return cpu_use_avx2() ? dot_avx2(a, b, n) : dot_scalar(a, b, n);
 }
 
 }  // namespace clip

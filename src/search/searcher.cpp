@@ -43,7 +43,9 @@ std::vector<float> query_vector(const clip::Model& model, const std::vector<Quer
   return q;
 }
 
-Searcher::Searcher(IndexDb& db, IndexType type) : db_(db), index_(open_vector_index(db, type)) {}
+Searcher::Searcher(IndexDb& db, IndexType type, int ef_search) : db_(db), index_(open_vector_index(db, type)) {
+  index_.set_ef_search(ef_search);
+}
 
 std::vector<SearchHit> Searcher::search(const std::vector<float>& query, int k, float threshold) const {
   if (int(query.size()) != index_.dim())

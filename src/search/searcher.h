@@ -33,7 +33,9 @@ struct SearchHit {
 
 class Searcher {
  public:
-  Searcher(IndexDb& db, IndexType type);
+  // ef_search: how many candidates an HNSW search keeps (recall against latency; ignored by the
+  // exact index).
+  Searcher(IndexDb& db, IndexType type, int ef_search = 256);
   // The best `k` with score >= `threshold`, best first.
   std::vector<SearchHit> search(const std::vector<float>& query, int k, float threshold = -2.f) const;
   int64_t size() const { return index_.size(); }

@@ -116,7 +116,7 @@ struct Server::Impl {
     std::lock_guard<std::mutex> lk(search_mu);
     const int64_t g = db->generation();
     if (!searcher || g != searcher_generation) {
-      searcher = std::make_shared<search::Searcher>(*db, o.index_type);
+      searcher = std::make_shared<search::Searcher>(*db, o.index_type, o.ef_search);
       searcher_generation = g;
     }
     return searcher;

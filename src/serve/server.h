@@ -23,6 +23,7 @@ struct ServerOptions {
   int port = 8080;  // 0: any free port (printed)
   std::string db;   // index database for /v1/search, the page, /thumb, clip-retrieval
   search::IndexType index_type = search::IndexType::Exact;
+  int ef_search = 256;  // HNSW candidates per query
   std::string model_name;  // in replies (default: the model's folder name)
   size_t max_body_bytes = 32u << 20;
   size_t max_queue = 256;

@@ -10,7 +10,7 @@
 #include <string_view>
 #include <vector>
 
-#include "text/clean.h"
+#include "clean.h"  // relative: also installed under include/clip/text/
 
 namespace clip {
 

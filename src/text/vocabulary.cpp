@@ -52,7 +52,11 @@ std::vector<std::string> default_vocabulary_candidates() {
     c.push_back((exe.parent_path() / "share" / "clip" / kOpenAIVocabFile).lexically_normal().string());
   }
   const fs::path code = code_dir();
-  if (!code.empty() && code != exe) c.push_back((code / kOpenAIVocabFile).string());
+  if (!code.empty() && code != exe) {
+    c.push_back((code / kOpenAIVocabFile).string());  // the Python package
+    // libclip.so installed in PREFIX/lib: PREFIX/share/clip
+    c.push_back((code.parent_path() / "share" / "clip" / kOpenAIVocabFile).lexically_normal().string());
+  }
   if (*CLIP_INSTALL_DATADIR) c.push_back((fs::path(CLIP_INSTALL_DATADIR) / "clip" / kOpenAIVocabFile).string());
   return c;
 }

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "vision/image.h"
+#include "image.h"  // relative: also installed under include/clip/vision/
 
 namespace clip {
 

@@ -8,8 +8,8 @@
 #include <random>
 #include <string>
 
-#include "vision/image.h"
-#include "vision/resize.h"
+#include "image.h"  // relative: also installed under include/clip/vision/
+#include "resize.h"
 
 namespace clip {
 

@@ -4,7 +4,7 @@
 // premultiplied around the resize, P and 1 always use NEAREST, I resizes in double precision.
 #include <cstdint>
 
-#include "vision/image.h"
+#include "image.h"  // relative: also installed under include/clip/vision/
 
 namespace clip {
 
