@@ -11,7 +11,8 @@
 # models/cifar10-vit-tiny/ with RUN_DIR's metrics.jsonl, curves.svg and config.json.
 # Environment: CLIP (binary; default build/clip), SHARED (default ../shared/data), WORK (scratch
 # for the extracted images; default build/recipes/cifar10/work), THREADS (default: all cores),
-# MODEL (the architecture; default model.json, the ViT; model_rn.json is a ModifiedResNet).
+# MODEL (the architecture: a name from `clip info --model-configs` or a JSON file; default
+# cifar10-vit-tiny, the ViT; cifar10-rn-tiny is a ModifiedResNet; src/model/model_configs/).
 # The run is resumable: run the same command again after an interruption.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -46,7 +47,7 @@ echo "== clip train"
 start=$(date +%s)
 "$clip" train --config "$here/train.json" \
   --train-data "$work/cifar10/train" --templates "$here/train_templates.txt" \
-  --model-config "${MODEL:-$here/model.json}" --vocab "$run/vocab/bpe_vocab.txt.gz" \
+  --model-config "${MODEL:-cifar10-vit-tiny}" --vocab "$run/vocab/bpe_vocab.txt.gz" \
   --zeroshot-data "$shared/cifar10_jpeg/test" --zeroshot-templates "$here/cifar10_eval_templates.txt" \
   --threads "${THREADS:-0}" --output "$run" --resume latest
 echo "clip train finished in $(( $(date +%s) - start )) s (this invocation)"

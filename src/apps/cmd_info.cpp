@@ -21,6 +21,7 @@ struct InfoOptions {
   std::string config;
   bool json = false;
   bool system = false;
+  bool model_configs = false;
 };
 
 // `clip info --system`: the CPU, what it supports, the CLIP_MAX_ISA cap and the kernel paths
@@ -57,7 +58,26 @@ std::string human_bytes(uint64_t b) {
   return buf;
 }
 
+// `clip info --model-configs`: the named architectures (src/model/model_configs/*.json).
+void print_model_configs(bool as_json) {
+  nlohmann::ordered_json all = nlohmann::ordered_json::array();
+  for (const std::string& name : model_config_names()) {
+    const ModelConfig c = named_model_config(name);
+    if (as_json) {
+      all.push_back({{"name", name}, {"parameters", parameter_count(c)},
+                     {"config", nlohmann::ordered_json::parse(model_config_to_openclip_json(c))}});
+    } else {
+      std::printf("%-16s %7.1f M  %s\n", name.c_str(), double(parameter_count(c)) / 1e6, describe_model_config(c).c_str());
+    }
+  }
+  if (as_json) std::printf("%s\n", all.dump().c_str());
+}
+
 void run_info(const InfoOptions& o) {
+  if (o.model_configs) {
+    print_model_configs(o.json);
+    return;
+  }
   if (o.system) {
     print_system();
     if (o.model.empty()) return;
@@ -141,6 +161,8 @@ const CommandRegistrar info_command("info", 70, [](CLI::App& root) {
                 "Describe this machine instead: CPU features, the CLIP_MAX_ISA cap, kernel paths");
   cmd->add_option("--config", opts->config, "Model config JSON (open_clip or Hugging Face) overriding the model's");
   cmd->add_flag("--json", opts->json, "Print JSON");
+  cmd->add_flag("--model-configs", opts->model_configs,
+                "List the named architectures (for clip train --model-config NAME) with their sizes");
   cmd->footer(
       "Examples:\n"
       "  clip info -m models/cifar10-vit-tiny\n"

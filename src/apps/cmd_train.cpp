@@ -72,8 +72,8 @@ const std::vector<Setting>& settings() {
       {"templates", Kind::Str, "", "Caption templates for labelled sets: one per line ({} or {c} = class name), or "
                                    "CLIP_benchmark JSON", true},
       // model
-      {"model-config", Kind::Str, "", "Architecture of a new model: a name (ViT-B-32, ViT-B-16, ViT-L-14, "
-                                      "ViT-L-14-336, RN50, RN101) or a JSON model config (open_clip or Hugging Face)", true},
+      {"model-config", Kind::Str, "", "Architecture of a new model: a name (ViT-B-32 ... RN50x64, cifar10-vit-tiny, "
+                                      "cifar10-rn-tiny; `clip info --model-configs`) or a JSON model config (open_clip or Hugging Face)", true},
       {"init", Kind::Str, "", "Start from these weights (fine-tuning): any checkpoint clip loads", true},
       {"vocab", Kind::Str, "", "Tokenizer vocabulary (.txt.gz, vocab.json or folder); copied into the model "
                                "directories. Default: --init's, $CLIP_VOCAB, OpenAI's (installed with clip)", true},
@@ -226,71 +226,6 @@ struct Cli {
 };
 
 // ---- model configuration, vocabulary ----
-
-ModelConfig named_model_config(const std::string& name) {
-  struct Named {
-    const char* name;
-    int embed, image, patch, width, layers, twidth, theads;
-  };
-  static const Named named[] = {
-      {"ViT-B-32", 512, 224, 32, 768, 12, 512, 8},
-      {"ViT-B-16", 512, 224, 16, 768, 12, 512, 8},
-      {"ViT-L-14", 768, 224, 14, 1024, 24, 768, 12},
-      {"ViT-L-14-336", 768, 336, 14, 1024, 24, 768, 12},
-  };
-  std::string known;
-  for (const auto& n : named) {
-    if (name == n.name) {
-      ModelConfig c;
-      c.name = n.name;
-      c.embed_dim = n.embed;
-      c.vision.image_size = n.image;
-      c.vision.patch_size = n.patch;
-      c.vision.width = n.width;
-      c.vision.layers = n.layers;
-      c.vision.heads = n.width / 64;
-      c.vision.mlp_dim = 4 * n.width;
-      c.text.width = n.twidth;
-      c.text.heads = n.theads;
-      c.text.layers = 12;
-      c.text.mlp_dim = 4 * n.twidth;
-      return c;
-    }
-    known += std::string(known.empty() ? "" : ", ") + n.name;
-  }
-  // ModifiedResNet towers (openai/CLIP's RN50 and RN101; text tower 512 wide, 8 heads).
-  struct NamedResNet {
-    const char* name;
-    int embed;
-    std::vector<int> layers;
-  };
-  static const NamedResNet resnets[] = {{"RN50", 1024, {3, 4, 6, 3}}, {"RN101", 512, {3, 4, 23, 3}}};
-  for (const auto& n : resnets) {
-    if (name == n.name) {
-      ModelConfig c;
-      c.name = n.name;
-      c.embed_dim = n.embed;
-      c.vision.image_size = 224;
-      c.vision.resnet_layers = n.layers;
-      c.vision.width = 64;
-      c.vision.heads = 64 * 32 / 64;
-      c.text.width = 512;
-      c.text.heads = 8;
-      c.text.layers = 12;
-      c.text.mlp_dim = 2048;
-      return c;
-    }
-    known += std::string(", ") + n.name;
-  }
-  throw Error("--model-config: '" + name + "' is neither a file nor a known architecture (" + known + ")");
-}
-
-ModelConfig resolve_model_config(const std::string& spec) {
-  std::error_code ec;
-  ModelConfig c = fs::is_regular_file(spec, ec) ? load_model_config(spec) : named_model_config(spec);
-  validate_model_config(c, spec);
-  return c;
-}
 
 std::pair<double, double> parse_range(const std::string& s) {
   const auto comma = s.find(',');
@@ -582,7 +517,11 @@ void run_train(Cli& cli) {
       }
     } else {
       if (mcfg.empty()) throw Error("give --model-config (a new model) or --init (fine-tuning)");
-      mc = resolve_model_config(mcfg);
+      try {
+        mc = resolve_model_config(mcfg);
+      } catch (const Error& e) {
+        throw Error(std::string("--model-config: ") + e.what());
+      }
       extras.preprocess.image_size = mc.vision.image_size;
     }
     vocab_source = cfg["vocab"].get<std::string>();

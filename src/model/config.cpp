@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <nlohmann/json.hpp>
+#include <filesystem>
 #include <sstream>
 
 #include "core/error.h"
@@ -220,7 +221,9 @@ void validate_model_config(const ModelConfig& c, const std::string& source) {
     throw Error(where + "layer_norm_eps must be in (0, 1)");
 }
 
-ModelConfig parse_model_config_json(const std::string& text, const std::string& source, ConfigFormat* format) {
+namespace {
+// The config without its name (the named configs are parsed with this).
+ModelConfig parse_unnamed(const std::string& text, const std::string& source, ConfigFormat* format) {
   const std::string where = source + ": ";
   json root;
   try {
@@ -251,8 +254,14 @@ ModelConfig parse_model_config_json(const std::string& text, const std::string& 
     throw Error(where + "unexpected value in model config: " + e.what());
   }
   validate_model_config(c, source);
-  c.name = known_model_name(c);
   if (format) *format = f;
+  return c;
+}
+}  // namespace
+
+ModelConfig parse_model_config_json(const std::string& text, const std::string& source, ConfigFormat* format) {
+  ModelConfig c = parse_unnamed(text, source, format);
+  c.name = known_model_name(c);
   return c;
 }
 
@@ -321,34 +330,69 @@ std::string model_config_to_hf_json(const ModelConfig& c) {
   return j.dump(2) + "\n";
 }
 
-std::string known_model_name(const ModelConfig& c) {
-  struct Known {
-    const char* name;
-    int embed, image, patch, vwidth, vlayers;
-    std::vector<int> rn;
-    int twidth, theads;
-  };
-  static const Known known[] = {
-      {"RN50", 1024, 224, 0, 64, 0, {3, 4, 6, 3}, 512, 8},
-      {"RN101", 512, 224, 0, 64, 0, {3, 4, 23, 3}, 512, 8},
-      {"RN50x4", 640, 288, 0, 80, 0, {4, 6, 10, 6}, 640, 10},
-      {"RN50x16", 768, 384, 0, 96, 0, {6, 8, 18, 8}, 768, 12},
-      {"RN50x64", 1024, 448, 0, 128, 0, {3, 15, 36, 10}, 1024, 16},
-      {"ViT-B-32", 512, 224, 32, 768, 12, {}, 512, 8},
-      {"ViT-B-16", 512, 224, 16, 768, 12, {}, 512, 8},
-      {"ViT-L-14", 768, 224, 14, 1024, 24, {}, 768, 12},
-      {"ViT-L-14-336", 768, 336, 14, 1024, 24, {}, 768, 12},
-  };
-  for (const auto& k : known) {
-    if (c.embed_dim != k.embed || c.vision.image_size != k.image || c.vision.width != k.vwidth ||
-        c.vision.resnet_layers != k.rn || c.text.width != k.twidth || c.text.heads != k.theads ||
-        c.text.layers != 12 || c.text.context_length != 77 || c.text.vocab_size != 49408)
-      continue;
-    if (k.rn.empty() && (c.vision.patch_size != k.patch || c.vision.layers != k.vlayers ||
-                         c.vision.mlp_dim != 4 * k.vwidth || c.vision.heads != k.vwidth / 64))
-      continue;
-    return k.name;
+namespace {
+
+struct NamedConfig {
+  const char* name;
+  const char* json;
+};
+constexpr NamedConfig kNamedConfigs[] = {
+#include "model_configs.inc"
+};
+
+// Every named config, parsed once.
+const std::vector<ModelConfig>& named_configs() {
+  static const std::vector<ModelConfig> all = [] {
+    std::vector<ModelConfig> v;
+    for (const NamedConfig& n : kNamedConfigs) {
+      ModelConfig c = parse_unnamed(n.json, std::string("model_configs/") + n.name + ".json", nullptr);
+      c.name = n.name;
+      v.push_back(std::move(c));
+    }
+    return v;
+  }();
+  return all;
+}
+
+bool same_architecture(const ModelConfig& a, const ModelConfig& b) {
+  const auto& v = a.vision;
+  const auto& w = b.vision;
+  const auto& t = a.text;
+  const auto& u = b.text;
+  return a.embed_dim == b.embed_dim && v.image_size == w.image_size && v.width == w.width && v.heads == w.heads &&
+         v.resnet_layers == w.resnet_layers &&
+         (v.is_resnet() || (v.patch_size == w.patch_size && v.layers == w.layers && v.mlp_dim == w.mlp_dim)) &&
+         t.context_length == u.context_length && t.vocab_size == u.vocab_size && t.width == u.width &&
+         t.heads == u.heads && t.layers == u.layers && t.mlp_dim == u.mlp_dim;
+}
+
+}  // namespace
+
+std::vector<std::string> model_config_names() {
+  std::vector<std::string> names;
+  for (const NamedConfig& n : kNamedConfigs) names.push_back(n.name);
+  return names;
+}
+
+ModelConfig named_model_config(const std::string& name) {
+  std::string known;
+  for (const ModelConfig& c : named_configs()) {
+    if (c.name == name) return c;
+    known += (known.empty() ? "" : ", ") + c.name;
   }
+  throw Error("'" + name + "' is neither a file nor a known architecture (" + known + ")");
+}
+
+ModelConfig resolve_model_config(const std::string& spec) {
+  std::error_code ec;
+  ModelConfig c = std::filesystem::is_regular_file(spec, ec) ? load_model_config(spec) : named_model_config(spec);
+  validate_model_config(c, spec);
+  return c;
+}
+
+std::string known_model_name(const ModelConfig& c) {
+  for (const ModelConfig& k : named_configs())
+    if (same_architecture(c, k)) return k.name;
   return "";
 }
 

@@ -67,8 +67,17 @@ void validate_model_config(const ModelConfig& config, const std::string& source)
 std::string model_config_to_openclip_json(const ModelConfig& config);
 std::string model_config_to_hf_json(const ModelConfig& config);
 
-// The open_clip name of a released OpenAI architecture with these dimensions ("ViT-B-32",
-// "RN50", ...), or "" when it matches none.
+// Named architectures: the open_clip model configs in src/model/model_configs/NAME.json (the
+// nine OpenAI releases ViT-B-32 ... RN50x64 with QuickGELU, and the recipes' cifar10-vit-tiny
+// and cifar10-rn-tiny), compiled into the library and installed to share/clip/model_configs/.
+std::vector<std::string> model_config_names();
+// The named config; throws clip::Error listing the names for an unknown one.
+ModelConfig named_model_config(const std::string& name);
+// A file (any format above) or a name, validated; errors name `spec`.
+ModelConfig resolve_model_config(const std::string& spec);
+
+// The name of the named architecture with these dimensions ("ViT-B-32", "RN50", ...; the
+// activation is not compared: open_clip and Hugging Face files differ there), or "".
 std::string known_model_name(const ModelConfig& config);
 // One line: "ViT-B-32: ViT image 224 patch 32 width 768 layers 12 heads 12 mlp 3072; text ..."
 std::string describe_model_config(const ModelConfig& config);
