@@ -1,5 +1,6 @@
 // The compute-core kernels against straightforward double-precision references.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <limits>
@@ -50,6 +51,21 @@ TEST(MatmulTest, SgemmAllTransposesMatchNaive) {
         }
     }
   }
+  set_num_threads(0);
+}
+
+// A product capped to one thread gives the same numbers as the naive sum, and leaves the
+// caller's thread setting as it was (no hidden global change, issue 15).
+TEST(MatmulTest, ThreadCapIsLocalToTheCall) {
+  set_num_threads(2);
+  const int M = 64, N = 96, K = 80;
+  auto A = random_vector(size_t(M) * K, 7), B = random_vector(size_t(K) * N, 8);
+  std::vector<float> capped(size_t(M) * N), full(size_t(M) * N);
+  sgemm(false, false, M, N, K, 1.f, A.data(), K, B.data(), N, 0.f, capped.data(), N, /*threads=*/1);
+  EXPECT_EQ(num_threads(), 2);
+  EXPECT_EQ(omp_get_max_threads(), 2);
+  sgemm(false, false, M, N, K, 1.f, A.data(), K, B.data(), N, 0.f, full.data(), N);
+  for (size_t i = 0; i < full.size(); ++i) EXPECT_NEAR(capped[i], full[i], 1e-4f);
   set_num_threads(0);
 }
 

@@ -38,6 +38,27 @@ extern "C" void openblas_set_num_threads(int);
 
 namespace clip {
 
+namespace {
+// oneDNN sizes its team by omp_get_max_threads() and has no thread argument: a product capped
+// to fewer threads lowers this thread's OpenMP setting (an ICV of the calling task only, not
+// of other threads) for the call, and restores it however the call ends.
+class ThreadCap {
+ public:
+  explicit ThreadCap(int threads) : saved_(omp_get_max_threads()) {
+    if (threads > 0 && threads < saved_) omp_set_num_threads(threads);
+    else saved_ = 0;
+  }
+  ~ThreadCap() {
+    if (saved_ > 0) omp_set_num_threads(saved_);
+  }
+  ThreadCap(const ThreadCap&) = delete;
+  ThreadCap& operator=(const ThreadCap&) = delete;
+
+ private:
+  int saved_;
+};
+}  // namespace
+
 #if defined(CLIP_HAVE_ONEDNN)
 MatmulBackend matmul_backend() { return MatmulBackend::OneDNN; }
 const char* matmul_backend_name() { return "oneDNN"; }
@@ -46,9 +67,10 @@ void matmul_backend_set_threads(int) {}
 
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
            const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
-           int64_t ldc) {
+           int64_t ldc, int threads) {
   if (M <= 0 || N <= 0) return;
   apply_isa_cap_to_onednn();
+  const ThreadCap cap(threads);
   // dnnl_sgemm is row-major and runs serially when called inside an OpenMP parallel region.
   dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, A,
                                 lda, B, ldb, beta, C, ldc);
@@ -71,8 +93,9 @@ struct PinOpenBlasOnce {
 
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
            const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
-           int64_t ldc) {
+           int64_t ldc, int max_threads) {
   if (M <= 0 || N <= 0) return;
+  const ThreadCap cap(max_threads);
   auto call = [&](int64_t n0, int64_t n1) {
     const float* b = trans_b ? B + n0 * ldb : B + n0;
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,

@@ -19,9 +19,11 @@ void matmul_backend_set_threads(int n);
 // lda/ldb/ldc are the row strides of A, B, C as stored. Uses all compute threads when called
 // from serial code; when called from inside an OpenMP parallel region it runs on the calling
 // thread only (so per-head products can be issued in parallel).
+// `threads` > 0 caps the threads of this product (1: the calling thread only); the cap lasts
+// for the call and changes nothing the caller or other threads see afterwards.
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
            const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
-           int64_t ldc);
+           int64_t ldc, int threads = 0);
 
 // A Linear layer's weight W[N, K] (row-major, as PyTorch stores it), prepared once for the
 // many products y = x W^T of inference. oneDNN's sgemm copies W into its kernel's panel layout

@@ -140,16 +140,9 @@ void gemm<float>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
   // Small products (< 4 MFLOP, ~50 us on one core) run on the calling thread only: waking
   // the pool costs more than it saves there, and oneDNN splits such products along K with
   // threads spin-waiting on each other's partial sums, which on a shared machine (a thread
-  // descheduled) burnt a quarter of the tiny configurations' time. oneDNN sizes its team by
-  // omp_get_max_threads(), so that is lowered around the call.
-  if (2.0 * double(M) * double(N) * double(K) < 4e6 && !omp_in_parallel()) {
-    const int nt = omp_get_max_threads();
-    omp_set_num_threads(1);
-    clip::sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    omp_set_num_threads(nt);
-    return;
-  }
-  clip::sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  // descheduled) burnt a quarter of the tiny configurations' time.
+  const bool small = 2.0 * double(M) * double(N) * double(K) < 4e6;
+  clip::sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, small ? 1 : 0);
 }
 template <>
 void gemm<double>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha,
