@@ -31,10 +31,9 @@ dnnl_status_t sgemm_compute(const char* transa, const char* transb, const dnnl_d
                             const float* beta, float* C, const dnnl_dim_t* ldc);
 }  // namespace dnnl::impl::cpu
 #endif
-#else
+#endif
 #include <cblas.h>
 extern "C" void openblas_set_num_threads(int);
-#endif
 
 namespace clip {
 
@@ -248,6 +247,13 @@ float dot_avx2(const float* a, const float* b, int64_t n) {
 CLIP_AVX2_END
 
 namespace clip {
+
+void dgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
+           int64_t lda, const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+              blasint(M), blasint(N), blasint(K), alpha, A, blasint(lda), B, blasint(ldb), beta, C, blasint(ldc));
+}
 
 float dot(const float* a, const float* b, int64_t n) {
   return cpu_use_avx2() ? dot_avx2(a, b, n) : dot_scalar(a, b, n);

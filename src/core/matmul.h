@@ -69,6 +69,11 @@ void linear_forward(float* y, const float* x, const PackedWeight& weight, const 
 void linear_forward(float* y, const float* x, const float* weight, const float* bias, int64_t M,
                     int64_t N, int64_t K, int64_t ldx = 0, int64_t ldy = 0);
 
+// C = alpha op(A) op(B) + beta C in float64 (the training code's reference path; OpenBLAS).
+void dgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha,
+           const double* A, int64_t lda, const double* B, int64_t ldb, double beta, double* C,
+           int64_t ldc);
+
 // The inner product of two f32 vectors, one thread (graph searches call it millions of times
 // on single pairs): AVX2 + FMA where the CPU has them (cpu_use_avx2()), else a scalar loop.
 float dot(const float* a, const float* b, int64_t n);

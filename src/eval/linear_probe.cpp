@@ -1,6 +1,6 @@
+#include "core/matmul.h"
 #include "eval/linear_probe.h"
 
-#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -132,8 +132,7 @@ class SoftmaxObjective {
       const int64_t nb = std::min(block_, n_ - r0);
       const float* Xb = X_ + r0 * D_;
       // logits [nb, K] = Xb [nb, D] * W^T
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(nb), K_, D_, 1.0f, Xb, D_, W_.data(), D_,
-                  0.0f, P_.data(), K_);
+      clip::sgemm(false, true, int(nb), K_, D_, 1.0f, Xb, D_, W_.data(), D_, 0.0f, P_.data(), K_);
       std::fill(gb_thread.begin(), gb_thread.end(), 0.0);
       double block_loss = 0;
 #pragma omp parallel reduction(+ : block_loss)
@@ -160,8 +159,7 @@ class SoftmaxObjective {
       for (int t = 0; t < nthreads; ++t)
         for (int k = 0; k < K_; ++k) gb[size_t(k)] += gb_thread[size_t(t) * K_ + k];
       // G [K, D] += P^T [K, nb] * Xb [nb, D]
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K_, D_, int(nb), 1.0f, P_.data(), K_, Xb, D_,
-                  1.0f, G_.data(), D_);
+      clip::sgemm(true, false, K_, D_, int(nb), 1.0f, P_.data(), K_, Xb, D_, 1.0f, G_.data(), D_);
     }
     for (size_t i = 0; i < KD; ++i) g[i] = double(G_[i]);
     for (int k = 0; k < K_; ++k) g[KD + k] = gb[size_t(k)];
@@ -374,8 +372,7 @@ LogisticRegressionModel fit_logistic_regression(const float* X, const int* y, in
 void decision_function(const LogisticRegressionModel& model, const float* X, int64_t n, float* scores) {
   if (n == 0) return;
   const int K = model.num_classes, D = model.dim;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), K, D, 1.0f, X, D, model.weights.data(), D, 0.0f,
-              scores, K);
+  clip::sgemm(false, true, int(n), K, D, 1.0f, X, D, model.weights.data(), D, 0.0f, scores, K);
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i)
     for (int k = 0; k < K; ++k) scores[i * K + k] += model.bias[size_t(k)];

@@ -1,6 +1,6 @@
+#include "core/matmul.h"
 #include "eval/metrics.h"
 
-#include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
@@ -158,8 +158,7 @@ RetrievalMetrics retrieval_metrics(const float* image_embeddings, int64_t num_im
   for (int64_t b0 = 0; b0 < num_images; b0 += block) {
     const int64_t nb = std::min(block, num_images - b0);
     sims.resize(size_t(nb * num_texts));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(nb), int(num_texts), dim, 1.0f,
-                img.data() + b0 * dim, dim, txt.data(), dim, 0.0f, sims.data(), int(num_texts));
+    clip::sgemm(false, true, int(nb), int(num_texts), dim, 1.0f, img.data() + b0 * dim, dim, txt.data(), dim, 0.0f, sims.data(), int(num_texts));
 #pragma omp parallel for schedule(dynamic, 8)
     for (int64_t r = 0; r < nb; ++r) {
       int64_t best = std::numeric_limits<int64_t>::max();
@@ -172,8 +171,7 @@ RetrievalMetrics retrieval_metrics(const float* image_embeddings, int64_t num_im
   for (int64_t b0 = 0; b0 < num_texts; b0 += block) {
     const int64_t nb = std::min(block, num_texts - b0);
     sims.resize(size_t(nb * num_images));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(nb), int(num_images), dim, 1.0f,
-                txt.data() + b0 * dim, dim, img.data(), dim, 0.0f, sims.data(), int(num_images));
+    clip::sgemm(false, true, int(nb), int(num_images), dim, 1.0f, txt.data() + b0 * dim, dim, img.data(), dim, 0.0f, sims.data(), int(num_images));
 #pragma omp parallel for schedule(dynamic, 8)
     for (int64_t r = 0; r < nb; ++r)
       m.text_to_image.ranks[size_t(b0 + r)] =

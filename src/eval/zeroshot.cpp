@@ -1,6 +1,6 @@
+#include "core/matmul.h"
 #include "eval/zeroshot.h"
 
-#include <cblas.h>
 
 #include <algorithm>
 #include <cctype>
@@ -76,8 +76,7 @@ std::vector<float> zeroshot_logits(const float* image_features, int64_t n, int d
   l2_normalize_rows(img.data(), n, dim);
   std::vector<float> logits(size_t(n) * classes.num_classes);
   if (n > 0)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), classes.num_classes, dim, scale, img.data(), dim,
-                classes.weights.data(), dim, 0.0f, logits.data(), classes.num_classes);
+    clip::sgemm(false, true, int(n), classes.num_classes, dim, scale, img.data(), dim, classes.weights.data(), dim, 0.0f, logits.data(), classes.num_classes);
   return logits;
 }
 

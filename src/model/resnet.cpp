@@ -1,6 +1,6 @@
+#include "core/matmul.h"
 #include "model/resnet.h"
 
-#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -326,19 +326,16 @@ void ResNetVisual::encode(const float* pixels_nchw, int batch, float* features_o
   for (int64_t b = 0; b < n; ++b)
     for (int64_t c = 0; c < E; ++c) q[b * E + c] = (q[b * E + c] + W.q_b[c]) * scale;
   {
-    conv::BlasSingleThreadScope single_threaded_blas;
     // score(t) = q_h . (Wk_h x_t + bk_h) = (Wk_h^T q_h) . x_t + const: u_h = q_h Wk_h  [n, heads, E]
 #pragma omp parallel for schedule(static)
     for (int64_t hh = 0; hh < heads; ++hh)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(E), int(hd), 1.0f, q.data() + hh * hd,
-                  int(E), W.k_w.data() + hh * hd * E, int(E), 0.0f, u.data() + hh * E, int(heads * E));
+      clip::sgemm(false, false, int(n), int(E), int(hd), 1.0f, q.data() + hh * hd, int(E), W.k_w.data() + hh * hd * E, int(E), 0.0f, u.data() + hh * E, int(heads * E));
     // Scores, softmax over the tokens, and the attention-weighted token xbar_h = sum_t p_t x_t.
 #pragma omp parallel for schedule(static)
     for (int64_t b = 0; b < n; ++b) {
       float* pb = p.data() + b * heads * T;
       const float* tb = tok + b * T * E;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(heads), int(T), int(E), 1.0f, u.data() + b * heads * E,
-                  int(E), tb, int(E), 0.0f, pb, int(T));
+      clip::sgemm(false, true, int(heads), int(T), int(E), 1.0f, u.data() + b * heads * E, int(E), tb, int(E), 0.0f, pb, int(T));
       for (int64_t hh = 0; hh < heads; ++hh) {
         float* row = pb + hh * T;
         float mx = row[0];
@@ -348,14 +345,12 @@ void ResNetVisual::encode(const float* pixels_nchw, int batch, float* features_o
         const float inv = 1.0f / sum;
         for (int64_t t = 0; t < T; ++t) row[t] *= inv;
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(heads), int(E), int(T), 1.0f, pb, int(T), tb, int(E),
-                  0.0f, xbar.data() + b * heads * E, int(E));
+      clip::sgemm(false, false, int(heads), int(E), int(T), 1.0f, pb, int(T), tb, int(E), 0.0f, xbar.data() + b * heads * E, int(E));
     }
     // head output = Wv_h xbar_h + bv_h (the probabilities sum to one)   [n, E]
 #pragma omp parallel for schedule(static)
     for (int64_t hh = 0; hh < heads; ++hh)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(hd), int(E), 1.0f, xbar.data() + hh * E,
-                  int(heads * E), W.v_w.data() + hh * hd * E, int(E), 0.0f, o.data() + hh * hd, int(E));
+      clip::sgemm(false, true, int(n), int(hd), int(E), 1.0f, xbar.data() + hh * E, int(heads * E), W.v_w.data() + hh * hd * E, int(E), 0.0f, o.data() + hh * hd, int(E));
   }
   for (int64_t b = 0; b < n; ++b)
     for (int64_t c = 0; c < E; ++c) o[b * E + c] += W.v_b[c];

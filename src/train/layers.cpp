@@ -1,6 +1,5 @@
 #include "train/layers.h"
 
-#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -16,7 +15,6 @@
 namespace clip::train {
 
 namespace {
-inline CBLAS_TRANSPOSE tr(bool t) { return t ? CblasTrans : CblasNoTrans; }
 // Threads only pay off above some work: tiny layers (the test models) run serially, which
 // also keeps them fast when the machine is busy.
 inline bool parallel_worth_it(int64_t work) { return work >= (int64_t(1) << 17); }
@@ -149,8 +147,7 @@ void gemm<double>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alph
                   const double* A, int64_t lda, const double* B, int64_t ldb, double beta,
                   double* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
-  cblas_dgemm(CblasRowMajor, tr(ta), tr(tb), blasint(M), blasint(N), blasint(K), alpha, A,
-              blasint(lda), B, blasint(ldb), beta, C, blasint(ldc));
+  clip::dgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 // ---------------------------------------------------------------- linear / projection

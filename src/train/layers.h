@@ -16,7 +16,8 @@
 
 namespace clip::train {
 
-// C[M,N] = alpha * op(A) @ op(B) + beta * C (cblas_sgemm / cblas_dgemm, row-major).
+// C[M,N] = alpha * op(A) @ op(B) + beta * C, row-major, through the backend seam
+// (clip::sgemm / clip::dgemm, core/matmul.h).
 template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
           int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
@@ -72,7 +73,7 @@ void attention_forward(T* out, T* probs, const T* qkv, int64_t B, int64_t L, int
                        int64_t H, bool causal);
 // dqkv += d/dqkv (accumulate = false: dqkv = d/dqkv, every element written).
 // Both passes are per-(batch, head) matrix products (clip::sgemm on the calling thread of a
-// parallel loop over b, h for float; serial cblas_dgemm for double) plus a vectorised softmax.
+// parallel loop over b, h for float; serial dgemm for double) plus a vectorised softmax.
 template <typename T>
 void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* probs,
                         int64_t B, int64_t L, int64_t D, int64_t H, bool causal,
