@@ -376,9 +376,11 @@ TEST(ModelWeightsErrors, DirectoriesAndPickles) {
   expect_load_error(empty, {empty, "no .safetensors weights"});
   const std::string pickles = temp_path("pickle_dir");
   fs::create_directories(pickles);
-  write_file_atomic(pickles + "/pytorch_model.bin", "PK\x03\x04");
-  expect_load_error(pickles, {pickles, "pytorch_model.bin", "convert the weights to .safetensors"});
-  expect_load_error(pickles + "/pytorch_model.bin", {"pytorch_model.bin", "PyTorch pickle checkpoints are not supported"});
+  write_file_atomic(pickles + "/pytorch_model.bin", "PK\x03\x04");  // found in the folder; not a readable zip
+  expect_load_error(pickles, {pickles + "/pytorch_model.bin", "zip"});
+  expect_load_error(pickles + "/pytorch_model.bin", {"pytorch_model.bin", "zip"});
+  write_file_atomic(pickles + "/raw.pkl", "\x80\x02}q\x00.");
+  expect_load_error(pickles + "/raw.pkl", {"raw.pkl", "raw pickles are not loaded"});
   const std::string two = temp_path("two_dir");
   fs::create_directories(two);
   const ModelConfig cfg = tiny_vit();

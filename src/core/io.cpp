@@ -112,7 +112,17 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
   return m;
 }
 
+std::shared_ptr<MappedFile> MappedFile::from_bytes(std::vector<uint8_t> bytes, const std::string& path) {
+  std::shared_ptr<MappedFile> m(new MappedFile());
+  m->path_ = path;
+  m->owned_ = std::move(bytes);
+  m->size_ = m->owned_.size();
+  m->data_ = m->owned_.empty() ? nullptr : m->owned_.data();
+  return m;
+}
+
 void MappedFile::release_pages(const void* data, size_t bytes) const {
+  if (!owned_.empty()) return;
   static const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
   const uintptr_t begin = reinterpret_cast<uintptr_t>(data);
   const uintptr_t map_begin = reinterpret_cast<uintptr_t>(data_);
@@ -123,7 +133,7 @@ void MappedFile::release_pages(const void* data, size_t bytes) const {
 }
 
 MappedFile::~MappedFile() {
-  if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+  if (data_ && owned_.empty()) ::munmap(const_cast<uint8_t*>(data_), size_);
 }
 
 void write_npy_f32(const std::string& path, const float* data, const std::vector<int64_t>& shape) {

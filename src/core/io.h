@@ -25,6 +25,9 @@ inline void write_file_atomic(const std::string& path, std::string_view s) {
 class MappedFile {
  public:
   static std::shared_ptr<MappedFile> open(const std::string& path);
+  // Bytes made in memory (e.g. a checkpoint converted at load), served like a mapping; `path`
+  // names them in messages. release_pages does nothing for them.
+  static std::shared_ptr<MappedFile> from_bytes(std::vector<uint8_t> bytes, const std::string& path);
   ~MappedFile();
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
@@ -39,6 +42,7 @@ class MappedFile {
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
   std::string path_;
+  std::vector<uint8_t> owned_;  // from_bytes: the bytes themselves (data_ points here)
 };
 
 // NumPy .npy (format 1.0) for a float32 C-order array, written atomically.

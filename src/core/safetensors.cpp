@@ -230,6 +230,13 @@ SafetensorsHeader parse_safetensors(const uint8_t* data, size_t size, const std:
 
 // ---- reading ----
 
+SafetensorsFile SafetensorsFile::from_mapping(std::shared_ptr<MappedFile> mapping) {
+  SafetensorsFile f;
+  f.map_ = std::move(mapping);
+  f.header_ = parse_safetensors(f.map_->data(), f.map_->size(), f.map_->path());
+  return f;
+}
+
 SafetensorsFile SafetensorsFile::open(const std::string& path) {
   SafetensorsFile f;
   f.map_ = MappedFile::open(path);
@@ -242,8 +249,8 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
   const bool json_follows = n > 8 && d[8] == '{';
   if (!json_follows &&
       ((n >= 4 && std::memcmp(d, "PK\x03\x04", 4) == 0) || (n >= 2 && d[0] == 0x80 && d[1] >= 2 && d[1] <= 5)))
-    throw Error(path + ": this is a PyTorch pickle checkpoint (.pt/.bin), not safetensors; pickles are not "
-                       "loaded because unpickling can run code: convert it to safetensors (see docs/weights.md)");
+    throw Error(path + ": this is a PyTorch checkpoint, not safetensors: name it .pt (or .bin) to have it read "
+                       "by the restricted reader, which runs nothing in it (see docs/weights.md)");
   f.header_ = parse_safetensors(d, n, path);
   return f;
 }

@@ -59,6 +59,8 @@ bool parse_dtype_name(std::string_view name, DType& out);
 class SafetensorsFile {
  public:
   static SafetensorsFile open(const std::string& path);
+  // Safetensors bytes already in memory (MappedFile::from_bytes).
+  static SafetensorsFile from_mapping(std::shared_ptr<MappedFile> mapping);
 
   const std::string& path() const { return map_->path(); }
   size_t file_size() const { return map_->size(); }

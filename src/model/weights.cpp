@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/model_cache.h"
 #include "core/safetensors.h"
+#include "core/torch_checkpoint.h"
 
 namespace clip {
 namespace {
@@ -113,12 +114,14 @@ std::string shape_string(const std::vector<int64_t>& shape) {
 
 // Names that some exporters keep in the state dict but that are not weights.
 bool ignorable_name(const std::string& name) {
+  // (OpenAI's TorchScript archives also hold these as tensors, and each text block's causal
+  // mask as an attribute "attn_mask".)
   static const std::set<std::string> exact = {"input_resolution", "context_length", "vocab_size"};
   auto ends_with = [&](const char* suffix) {
     size_t n = std::strlen(suffix);
     return name.size() >= n && name.compare(name.size() - n, n, suffix) == 0;
   };
-  return exact.count(name) || ends_with("num_batches_tracked") || ends_with("position_ids");
+  return exact.count(name) || ends_with("num_batches_tracked") || ends_with("position_ids") || ends_with("attn_mask");
 }
 
 bool is_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::F64; }
@@ -174,10 +177,9 @@ bool ends_with_ci(const std::string& s, const std::string& suffix) {
 }
 
 void reject_unsupported_weights_file(const std::string& path) {
-  for (const char* ext : {".bin", ".pt", ".pth", ".ckpt", ".pkl"})
-    if (ends_with_ci(path, ext))
-      throw Error(path + ": PyTorch pickle checkpoints are not supported (unpickling can run code); convert "
-                         "it to .safetensors (see docs/weights.md)");
+  if (ends_with_ci(path, ".pkl"))
+    throw Error(path + ": raw pickles are not loaded (unpickling can run code); PyTorch's zip checkpoints (.pt, "
+                       ".pth, .bin) are read, or convert it to .safetensors (see docs/weights.md)");
   if (ends_with_ci(path, ".onnx"))
     throw Error(path + ": ONNX models are not supported; use the model's .safetensors weights");
 }
@@ -225,14 +227,22 @@ ModelFiles locate_model_files(const std::string& given) {
       for (const auto& s : safetensors) list += (list.empty() ? "" : ", ") + s;
       throw Error(path + ": several .safetensors files (" + list + "); name the one to load");
     } else {
-      std::string msg = path + ": no .safetensors weights in this directory";
-      if (!others.empty()) {
-        msg += " (found";
-        for (const auto& o : others) msg += " " + o;
-        msg += "; PyTorch pickles and ONNX models are not supported: convert the weights to .safetensors, "
-               "see docs/weights.md)";
+      // No safetensors: PyTorch's own files, by their usual names (read without running them).
+      for (const char* name : {"pytorch_model.bin", "open_clip_pytorch_model.bin", "model.pt"})
+        if (fs::is_regular_file(dir / name, ec)) {
+          m.weights = (dir / name).string();
+          break;
+        }
+      if (m.weights.empty()) {
+        std::string msg = path + ": no .safetensors weights (nor pytorch_model.bin, open_clip_pytorch_model.bin, "
+                                 "model.pt) in this directory";
+        if (!others.empty()) {
+          msg += " (found";
+          for (const auto& o : others) msg += " " + o;
+          msg += "; name the weights file to load, or convert ONNX models' weights, see docs/weights.md)";
+        }
+        throw Error(msg);
       }
-      throw Error(msg);
     }
   }
   if (fs::is_regular_file(dir / "open_clip_config.json", ec)) m.openclip_config = (dir / "open_clip_config.json").string();
@@ -464,13 +474,22 @@ LoadedCheckpoint load_checkpoint(const std::string& path) { return load_checkpoi
 
 LoadedCheckpoint load_checkpoint(const std::string& path, const LoadOptions& options) {
   ModelFiles files = locate_model_files(path);
-  SafetensorsFile file = SafetensorsFile::open(files.weights);
+  // PyTorch's zip checkpoints (torch.save, TorchScript) are read by the restricted reader
+  // (core/torch_checkpoint.h) into safetensors bytes in memory; from there one path.
+  SafetensorsFile file = is_torch_checkpoint_name(files.weights)
+                             ? SafetensorsFile::from_mapping(MappedFile::from_bytes(
+                                   serialize_safetensors(read_torch_checkpoint_file(files.weights)), files.weights))
+                             : SafetensorsFile::open(files.weights);
   const std::string& wpath = files.weights;
 
   LoadedCheckpoint ck;
   ck.weights_path = wpath;
   ck.model_dir = files.model_dir;
-  ck.file_size = file.file_size();
+  {
+    std::error_code ec;
+    ck.file_size = uint64_t(fs::file_size(wpath, ec));
+    if (ec) ck.file_size = file.file_size();
+  }
   ck.keepalive = file.mapping();
   ck.mapping = file.mapping();
 
