@@ -39,4 +39,9 @@ if ! /usr/bin/python3 -c "import safetensors" 2>/dev/null; then
   /usr/bin/python3 -m pip install -q --break-system-packages safetensors || \
     echo "install-deps: warning: could not install safetensors (reference cross-checks will be skipped)"
 fi
+# gguf (llama.cpp's GGUF writer, PyPI) makes the clip.cpp-style test files (tools/gguf_checkpoints.py).
+if ! /usr/bin/python3 -c "import gguf" 2>/dev/null; then
+  /usr/bin/python3 -m pip install -q --break-system-packages gguf || \
+    echo "install-deps: warning: could not install gguf (the GGUF tests will fail)"
+fi
 echo "install-deps: ok"

@@ -9,6 +9,8 @@ as clip.cpp's models/convert_hf_to_gguf.py lays them out (docs/weights.md lists 
   OUT/gguf/model-q8_0.gguf, -q4_0, -q4_1, -q5_0, -q5_1
                              the f16 file with every 2-D weight quantized (gguf.quants, the same
                              block formats as ggml's quantize)
+  OUT/gguf/model-QUANT.attn_q.npy  gguf-py's dequantization of t.blk.0.attn_q.weight of each
+                             quantized file
   OUT/gguf/model-tokens.json the token list stored in the files (vocab.json's order)
 
   python3 tools/gguf_checkpoints.py --out DIR [--config tiny-vocab]
@@ -79,7 +81,8 @@ def write(path, sd, cfg_hf, tokens, ftype, quant=None):
         else:
             data = data.astype(np.float32)
         if quant is not None and data.ndim == 2 and n.endswith(".weight"):
-            q = gguf.quants.quantize(data.astype(np.float32), quant)
+            # from the f32 weights (not their f16 rounding), as `clip convert --type` does
+            q = gguf.quants.quantize(tensor.float().numpy().squeeze().astype(np.float32), quant)
             w.add_tensor(n, q, raw_dtype=quant)  # shape: the byte shape, as gguf-py expects
         else:
             w.add_tensor(n, data)
@@ -114,7 +117,11 @@ def main():
     write(os.path.join(d, "model-f16.gguf"), sd, cfg_hf, tokens, 1)
     Q = gguf.GGMLQuantizationType
     for name, q in [("q8_0", Q.Q8_0), ("q4_0", Q.Q4_0), ("q4_1", Q.Q4_1), ("q5_0", Q.Q5_0), ("q5_1", Q.Q5_1)]:
-        write(os.path.join(d, f"model-{name}.gguf"), sd, cfg_hf, tokens, 1, q)
+        path = os.path.join(d, f"model-{name}.gguf")
+        write(path, sd, cfg_hf, tokens, 1, q)
+        # gguf-py's own dequantization of one tensor, for the reader's block decoding.
+        t = next(t for t in gguf.GGUFReader(path).tensors if t.name == "t.blk.0.attn_q.weight")
+        np.save(os.path.join(d, f"model-{name}.attn_q.npy"), gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32))
 
 
 if __name__ == "__main__":

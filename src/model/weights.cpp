@@ -4,12 +4,15 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <set>
 
 #include "core/error.h"
 #include "core/model_cache.h"
 #include "core/safetensors.h"
+#include "core/gguf.h"
 #include "core/torch_checkpoint.h"
+#include "model/gguf_clip.h"
 
 namespace clip {
 namespace {
@@ -475,11 +478,22 @@ LoadedCheckpoint load_checkpoint(const std::string& path) { return load_checkpoi
 LoadedCheckpoint load_checkpoint(const std::string& path, const LoadOptions& options) {
   ModelFiles files = locate_model_files(path);
   // PyTorch's zip checkpoints (torch.save, TorchScript) are read by the restricted reader
-  // (core/torch_checkpoint.h) into safetensors bytes in memory; from there one path.
-  SafetensorsFile file = is_torch_checkpoint_name(files.weights)
-                             ? SafetensorsFile::from_mapping(MappedFile::from_bytes(
-                                   serialize_safetensors(read_torch_checkpoint_file(files.weights)), files.weights))
-                             : SafetensorsFile::open(files.weights);
+  // (core/torch_checkpoint.h), clip.cpp's GGUF files by model/gguf_clip.h (which also gives the
+  // architecture), into safetensors bytes in memory; from there one path.
+  std::optional<ModelConfig> embedded_config;
+  auto open_weights = [&]() -> SafetensorsFile {
+    if (is_torch_checkpoint_name(files.weights))
+      return SafetensorsFile::from_mapping(
+          MappedFile::from_bytes(serialize_safetensors(read_torch_checkpoint_file(files.weights)), files.weights));
+    if (ends_with_ci(files.weights, ".gguf")) {
+      const GgufFile g = GgufFile::open(files.weights);
+      embedded_config = clip_gguf_config(g);
+      return SafetensorsFile::from_mapping(
+          MappedFile::from_bytes(serialize_safetensors(clip_gguf_hf_tensors(g, *embedded_config)), files.weights));
+    }
+    return SafetensorsFile::open(files.weights);
+  };
+  SafetensorsFile file = open_weights();
   const std::string& wpath = files.weights;
 
   LoadedCheckpoint ck;
@@ -600,7 +614,10 @@ LoadedCheckpoint load_checkpoint(const std::string& path, const LoadOptions& opt
                      : (files.openclip_config.empty() ? files.hf_config : files.openclip_config);
   }
   ConfigFormat format = ConfigFormat::OpenCLIP;
-  if (!config_path.empty()) {
+  if (embedded_config && options.config_path.empty()) {
+    ck.config = *embedded_config;  // the GGUF's own hyper-parameters
+    format = ConfigFormat::HuggingFace;
+  } else if (!config_path.empty()) {
     ck.config = load_model_config(config_path, &format);
     ck.config_path = config_path;
   } else {
@@ -653,7 +670,7 @@ LoadedCheckpoint load_checkpoint(const std::string& path, const LoadOptions& opt
 
   if (!missing.empty() || !problems.empty() || !unexpected.empty()) {
     std::string msg = wpath + ": does not match the model architecture (" +
-                      (config_path.empty() ? "inferred from tensor shapes" : "from " + config_path) + ": " +
+                      (embedded_config ? "from the file's metadata" : config_path.empty() ? "inferred from tensor shapes" : "from " + config_path) + ": " +
                       describe_model_config(ck.config) + "): ";
     std::vector<std::string> parts;
     if (!missing.empty()) {

@@ -1,0 +1,126 @@
+#include "model/gguf_clip.h"
+
+#include <cmath>
+#include <map>
+
+#include "core/error.h"
+#include "model/weights.h"
+
+namespace clip {
+
+std::string clip_gguf_tensor_name(const std::string& hf_name) {
+  if (hf_name.find("projection") != std::string::npos) return hf_name;
+  static const std::pair<const char*, const char*> steps[] = {
+      {"text_model", "t"},     {"vision_model", "v"}, {"encoder.layers", "blk"}, {"embeddings.", ""},
+      {"_proj", ""},           {"self_attn.", "attn_"}, {"layer_norm", "ln"},     {"layernorm", "ln"},
+      {"mlp.fc1", "ffn_down"}, {"mlp.fc2", "ffn_up"},  {"embedding", "embd"},    {"final", "post"},
+      {"layrnorm", "ln"}};
+  std::string s = hf_name;
+  for (const auto& [from, to] : steps) {
+    const std::string f(from), t(to);
+    for (size_t at = s.find(f); at != std::string::npos; at = s.find(f, at + t.size())) s.replace(at, f.size(), t);
+  }
+  return s;
+}
+
+namespace {
+const GgufTensorInfo* find_tensor(const GgufFile& f, const std::string& name) {
+  for (const auto& t : f.tensors())
+    if (t.name == name) return &t;
+  return nullptr;
+}
+}  // namespace
+
+ModelConfig clip_gguf_config(const GgufFile& f) {
+  const GgufValue* arch = f.find("general.architecture");
+  if (!arch || arch->kind != GgufValue::String || arch->s != "clip")
+    throw Error(f.path() + ": not a CLIP GGUF (general.architecture is not \"clip\"; llama.cpp's multimodal "
+                           "projector files are a different layout)");
+  if (!f.get_bool("clip.has_text_encoder", false) || !f.get_bool("clip.has_vision_encoder", false))
+    throw Error(f.path() + ": a one-tower CLIP GGUF (text-only or vision-only); clip needs both towers");
+  ModelConfig c;
+  c.text.context_length = int(f.get_uint("clip.text.context_length"));
+  c.text.width = int(f.get_uint("clip.text.embedding_length"));
+  c.text.mlp_dim = int(f.get_uint("clip.text.feed_forward_length"));
+  c.text.heads = int(f.get_uint("clip.text.attention.head_count"));
+  c.text.layers = int(f.get_uint("clip.text.block_count"));
+  c.vision.image_size = int(f.get_uint("clip.vision.image_size"));
+  c.vision.patch_size = int(f.get_uint("clip.vision.patch_size"));
+  c.vision.width = int(f.get_uint("clip.vision.embedding_length"));
+  c.vision.mlp_dim = int(f.get_uint("clip.vision.feed_forward_length"));
+  c.vision.heads = int(f.get_uint("clip.vision.attention.head_count"));
+  c.vision.layers = int(f.get_uint("clip.vision.block_count"));
+  c.embed_dim = int(f.get_uint("clip.vision.projection_dim"));
+  if (int(f.get_uint("clip.text.projection_dim")) != c.embed_dim)
+    throw Error(f.path() + ": text and vision projection dimensions differ");
+  c.layer_norm_eps = float(f.get_float("clip.text.attention.layer_norm_epsilon"));
+  c.activation = f.get_bool("clip.use_gelu", false) ? Activation::GELU : Activation::QuickGELU;
+  const GgufTensorInfo* tok = find_tensor(f, "t.token_embd.weight");
+  if (!tok || tok->shape.size() != 2) throw Error(f.path() + ": missing tensor t.token_embd.weight");
+  c.text.vocab_size = int(tok->shape[0]);
+  validate_model_config(c, f.path());
+  c.name = known_model_name(c);
+  return c;
+}
+
+NamedTensors clip_gguf_hf_tensors(const GgufFile& f, const ModelConfig& config) {
+  std::map<std::string, std::string> hf_of;  // GGUF name -> HF name
+  for (const auto& [canonical, shape] : expected_tensors(config)) {
+    if (canonical == "logit_scale") continue;
+    for (const std::string& hf : hf_mapping_for(canonical).names) hf_of[clip_gguf_tensor_name(hf)] = hf;
+  }
+  NamedTensors out;
+  for (const GgufTensorInfo& t : f.tensors()) {
+    auto it = hf_of.find(t.name);
+    if (it == hf_of.end()) throw Error(f.path() + ": unexpected tensor " + t.name + " (not part of a CLIP ViT)");
+    out.emplace_back(it->second, f.to_stored(t));
+  }
+  Tensor scale = Tensor::empty({}, DType::F32);
+  scale.f32()[0] = std::log(100.f);
+  out.emplace_back("logit_scale", scale);
+  return out;
+}
+
+void write_clip_gguf(const std::string& path, const NamedTensors& hf, const ModelConfig& c,
+                     const std::vector<std::string>& tokens, GgmlType weight_type, const std::vector<float>& mean,
+                     const std::vector<float>& stddev, const std::string& name) {
+  if (c.vision.is_resnet()) throw Error(path + ": clip.cpp's GGUF holds ViT towers only; this model has a ResNet");
+  GgufWriter w;
+  w.add_string("general.architecture", "clip");
+  w.add_bool("clip.has_text_encoder", true);
+  w.add_bool("clip.has_vision_encoder", true);
+  w.add_uint32("general.file_type", weight_type == GgmlType::F32 ? 0 : 1);
+  w.add_string("general.name", name);
+  w.add_string("general.description", "two-tower CLIP model");
+  w.add_uint32("clip.text.context_length", uint32_t(c.text.context_length));
+  w.add_uint32("clip.text.embedding_length", uint32_t(c.text.width));
+  w.add_uint32("clip.text.feed_forward_length", uint32_t(c.text.mlp_dim));
+  w.add_uint32("clip.text.projection_dim", uint32_t(c.embed_dim));
+  w.add_uint32("clip.text.attention.head_count", uint32_t(c.text.heads));
+  w.add_float32("clip.text.attention.layer_norm_epsilon", c.layer_norm_eps);
+  w.add_uint32("clip.text.block_count", uint32_t(c.text.layers));
+  w.add_strings("tokenizer.ggml.tokens", tokens);
+  w.add_uint32("clip.vision.image_size", uint32_t(c.vision.image_size));
+  w.add_uint32("clip.vision.patch_size", uint32_t(c.vision.patch_size));
+  w.add_uint32("clip.vision.embedding_length", uint32_t(c.vision.width));
+  w.add_uint32("clip.vision.feed_forward_length", uint32_t(c.vision.mlp_dim));
+  w.add_uint32("clip.vision.projection_dim", uint32_t(c.embed_dim));
+  w.add_uint32("clip.vision.attention.head_count", uint32_t(c.vision.heads));
+  w.add_float32("clip.vision.attention.layer_norm_epsilon", c.layer_norm_eps);
+  w.add_uint32("clip.vision.block_count", uint32_t(c.vision.layers));
+  w.add_floats("clip.vision.image_mean", mean);
+  w.add_floats("clip.vision.image_std", stddev);
+  w.add_bool("clip.use_gelu", c.activation == Activation::GELU);
+  for (const auto& [hf_name, t] : hf) {
+    if (hf_name == "logit_scale" || hf_name.find("position_ids") != std::string::npos) continue;
+    const std::string n = clip_gguf_tensor_name(hf_name);
+    GgmlType type = GgmlType::F32;
+    const bool weight2d = t.dim() == 2 && n.size() > 7 && n.compare(n.size() - 7, 7, ".weight") == 0;
+    if (t.dim() == 4) type = GgmlType::F16;
+    else if (weight2d) type = weight_type;
+    w.add_tensor(n, t, type);
+  }
+  w.write(path);
+}
+
+}  // namespace clip

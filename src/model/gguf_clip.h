@@ -1,0 +1,33 @@
+#pragma once
+// clip.cpp's CLIP GGUF files (its models/convert_hf_to_gguf.py layout, docs/weights.md):
+// tensor names derived from Hugging Face's ("t."/"v.", "blk.N", attn_q/k/v/out, ln1/ln2,
+// ffn_down = HF fc1 and ffn_up = HF fc2, token_embd, position_embd, class_embd, patch_embd,
+// pre_ln, post_ln, text_projection/visual_projection), hyper-parameters under clip.text.* and
+// clip.vision.*, the token list in tokenizer.ggml.tokens. ViT towers only (clip.cpp has no
+// ResNet). The files carry no logit_scale: ln(100), CLIP's trained value, is used.
+#include <string>
+#include <vector>
+
+#include "core/gguf.h"
+#include "core/safetensors.h"
+#include "model/config.h"
+
+namespace clip {
+
+// The GGUF name of a Hugging Face tensor name (clip.cpp's converter's chain of replacements).
+std::string clip_gguf_tensor_name(const std::string& hf_name);
+
+// The architecture from the file's clip.* keys and tensor shapes; errors name the file.
+ModelConfig clip_gguf_config(const GgufFile& file);
+// Every tensor under its Hugging Face name (f32 and f16 as stored, quantized ones dequantized
+// to f32), plus "logit_scale"; unknown names are an error naming them.
+NamedTensors clip_gguf_hf_tensors(const GgufFile& file, const ModelConfig& config);
+
+// Writes `hf_tensors` (tensors_for_scheme(..., HuggingFace)) as clip.cpp writes a model of
+// `file_type` f32 or f16, with every 2-D weight in `weight_type` (f32, f16, q8_0, q4_0) and the
+// 4-D patch embedding in f16, and `tokens` as the token list. Atomic.
+void write_clip_gguf(const std::string& path, const NamedTensors& hf_tensors, const ModelConfig& config,
+                     const std::vector<std::string>& tokens, GgmlType weight_type, const std::vector<float>& image_mean,
+                     const std::vector<float>& image_std, const std::string& name);
+
+}  // namespace clip
