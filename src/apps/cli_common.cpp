@@ -128,6 +128,11 @@ void ModelFlags::add_to(CLI::App* c, bool model_required) {
   c->add_option("--max-pixels", max_pixels, "Refuse images with more pixels (decompression-bomb guard; 0 = none)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  c->add_option("--precision", precision,
+                "Transformer products: fp32 (the reference numbers) or bf16 (faster where the CPU has AVX512-BF16 or "
+                "AMX; see clip info --system)")
+      ->check(CLI::IsMember({"fp32", "bf16"}))
+      ->capture_default_str();
 }
 
 clip::Model load_model(const ModelFlags& f) {
@@ -138,6 +143,7 @@ clip::Model load_model(const ModelFlags& f) {
   opt.fast_jpeg = f.fast_jpeg;
   opt.exif_orient = f.exif_orient;
   opt.max_pixels = f.max_pixels;
+  opt.precision = f.precision;
   return clip::Model::load(f.model, opt);
 }
 

@@ -42,6 +42,7 @@ struct ModelFlags {
   int batch_size = 32;
   bool fast_jpeg = false, exif_orient = false;
   int64_t max_pixels = 89478485;
+  std::string precision = "fp32";
   void add_to(CLI::App* cmd, bool model_required = true);
 };
 clip::Model load_model(const ModelFlags& flags);

@@ -39,7 +39,7 @@ using namespace clip::data;
 // ---- options shared by the model-based commands ----
 struct Common {
   std::string model, model_name, pretrained, vocab, output, cache = ".clip_cache/features", root;
-  std::string dataset_name;
+  std::string dataset_name, precision = "fp32";
   int batch_size = 64, threads = 0;
   int64_t limit = 0;
   uint64_t limit_seed = 0;
@@ -57,6 +57,9 @@ void add_model_options(CLI::App* cmd, Common& c, bool model_required) {
       ->check(CLI::Range(1, 4096).description("1..4096"))
       ->capture_default_str();
   cmd->add_option("--threads", c.threads, "Threads (0 = all cores)")->check(threads_range())->capture_default_str();
+  cmd->add_option("--precision", c.precision, "Transformer products: fp32 or bf16 (AVX512-BF16 / AMX CPUs)")
+      ->check(CLI::IsMember({"fp32", "bf16"}))
+      ->capture_default_str();
   cmd->add_flag("--truncate", c.truncate, "Cut texts (prompts, captions) longer than the model's context "
                                           "(default: an error naming them)");
   cmd->add_flag("--json", c.json, "Print each result as one JSON line on stdout instead of the tables");
@@ -135,7 +138,7 @@ struct ModelContext {
 
 ModelContext load_model(const Common& c, bool need_text) {
   ModelContext m;
-  m.model = std::make_unique<ClipModel>(load_checkpoint(c.model));
+  m.model = std::make_unique<ClipModel>(load_checkpoint(c.model), parse_precision(c.precision));
   const auto& ck = m.model->checkpoint();
   m.dim = m.model->embed_dim();
   if (!ck.model_dir.empty()) {
@@ -146,7 +149,7 @@ ModelContext load_model(const Common& c, bool need_text) {
     }
   }
   m.preprocess.image_size = m.model->image_size();
-  m.key = file_identity(ck.weights_path.empty() ? c.model : ck.weights_path);
+  m.key = file_identity(ck.weights_path.empty() ? c.model : ck.weights_path) + (c.precision == "fp32" ? "" : "|" + c.precision);
   m.name = c.model_name;
   if (m.name.empty()) {
     fs::path p = fs::path(c.model).lexically_normal();

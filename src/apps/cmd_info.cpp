@@ -29,6 +29,8 @@ struct InfoOptions {
 void print_system() {
   std::printf("%s", cpu_report().c_str());
   std::printf("matrix products:  %s\n", matmul_backend_name());
+  std::printf("--precision:      fp32%s\n", bf16_available() ? ", bf16 (oneDNN brgemm, AVX512-BF16/AMX)"
+                                                           : " (bf16 needs AVX512-BF16 or AMX and oneDNN)");
   std::printf("build:            %s\n",
 #if defined(__AVX512F__)
               "compiled for AVX-512 (CLIP_NATIVE)"

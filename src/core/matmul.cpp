@@ -3,15 +3,22 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <tuple>
+#include <vector>
 #include <cstdlib>
 #include <string>
 
 #include "core/cpu_features.h"
 #include "core/error.h"
 #include "core/simd_target.h"
+#include "core/tensor.h"
 
 #if defined(CLIP_HAVE_ONEDNN)
 #include <dnnl.h>
+#include <dnnl.hpp>
 #if defined(CLIP_HAVE_ONEDNN_PACKED_SGEMM)
 // Exported by libdnnl, declared in its internal src/cpu/gemm/gemm_pack.hpp (used by its RNN
 // primitives); CMake checks that this library links with these declarations. Column-major
@@ -134,8 +141,174 @@ void add_bias(float* y, const float* bias, int64_t M, int64_t N, int64_t ldy, bo
 }
 }  // namespace
 
-PackedWeight::PackedWeight(const float* weight, int64_t N, int64_t K, bool pack)
+// ---- bf16 products (oneDNN's matmul primitive) ----
+
+const char* precision_name(Precision p) { return p == Precision::BF16 ? "bf16" : "fp32"; }
+
+Precision parse_precision(const std::string& name) {
+  if (name == "fp32" || name == "f32") return Precision::F32;
+  if (name == "bf16") return Precision::BF16;
+  if (name == "int8" || name == "int4")
+    throw Error("--precision " + name + ": not available yet (fp32 and bf16 are; int8/int4 weights can be loaded from "
+                "GGUF files, dequantized)");
+  throw Error("--precision " + name + ": expected fp32 or bf16");
+}
+
+bool bf16_available() {
+#if defined(CLIP_HAVE_ONEDNN)
+  return cpu_isa() >= Isa::AVX512_BF16;
+#else
+  return false;
+#endif
+}
+
+#if defined(CLIP_HAVE_ONEDNN)
+struct Bf16Weight {
+  int64_t n = 0, k = 0;
+  const float* source = nullptr;  // W, f32 [N, K]
+  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+  dnnl::memory::desc layout;      // the blocked bf16 layout of `weights`
+  dnnl::memory weights;
+  std::mutex mutex;
+  struct Prepared {
+    dnnl::matmul primitive;
+    dnnl::memory weights;  // `weights`, or W in another layout this primitive asked for
+  };
+  std::map<std::tuple<int64_t, int64_t, bool>, Prepared> primitives;  // (M, ldy, accumulate)
+  std::vector<dnnl::memory> other_layouts;
+
+  // wei_layout: the layout to ask for, or a zero desc for "any".
+  dnnl::matmul::primitive_desc describe(int64_t M, int64_t ldy, bool accumulate,
+                                        const dnnl::memory::desc& wei_layout = {}) const {
+    using md = dnnl::memory::desc;
+    const md src({M, k}, dnnl::memory::data_type::bf16, dnnl::memory::format_tag::ab);
+    const md wei = wei_layout.is_zero() ? md({k, n}, dnnl::memory::data_type::bf16, dnnl::memory::format_tag::any)
+                                        : wei_layout;
+    const md dst({M, n}, dnnl::memory::data_type::f32, dnnl::memory::dims{ldy, 1});
+    dnnl::primitive_attr attr;
+    if (accumulate) {
+      dnnl::post_ops ops;
+      ops.append_sum(1.f);
+      attr.set_post_ops(ops);
+    }
+    return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst), attr, engine);
+  }
+};
+
+namespace {
+// W [N, K] row-major is W^T [K, N] in "ba" order: reordered (and rounded to bf16) into `layout`.
+dnnl::memory reorder_weights(Bf16Weight& b, const dnnl::memory::desc& layout) {
+  dnnl::stream s(b.engine);
+  dnnl::memory f32(dnnl::memory::desc({b.k, b.n}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::ba), b.engine,
+                   const_cast<float*>(b.source));
+  dnnl::memory out(layout, b.engine);
+  dnnl::reorder(f32, out).execute(s, f32, out);
+  s.wait();
+  return out;
+}
+}  // namespace
+
+std::shared_ptr<Bf16Weight> make_bf16_weight(const float* weight, int64_t N, int64_t K) {
+  if (!bf16_available())
+    throw Error("bf16 products need a CPU with AVX512-BF16 or AMX (this one: " + std::string(isa_name(cpu_isa())) +
+                "; see clip info --system)");
+  apply_isa_cap_to_onednn();
+  auto b = std::make_shared<Bf16Weight>();
+  b->n = N;
+  b->k = K;
+  b->source = weight;
+  try {
+    b->layout = b->describe(64, N, false).weights_desc();
+    b->weights = reorder_weights(*b, b->layout);
+  } catch (const dnnl::error& e) {
+    throw Error(std::string("bf16 weight preparation failed in oneDNN: ") + e.what());
+  }
+  return b;
+}
+
+void bf16_linear(Bf16Weight& b, float* y, const float* x, int64_t M, int64_t ldx, int64_t ldy, bool accumulate) {
+  const int64_t K = b.k, N = b.n;
+  if (ldy != N) {
+    // oneDNN 2.6 has no fast kernel for a strided output (it falls back to its reference
+    // implementation, 100x slower): the product goes to a dense buffer, then into y.
+    thread_local std::vector<float> dense_buffer;
+    dense_buffer.resize(size_t(M * N));
+    float* dense = dense_buffer.data();
+    bf16_linear(b, dense, x, M, ldx, N, false);
+#pragma omp parallel for if (M * N > 65536 && !omp_in_parallel())
+    for (int64_t i = 0; i < M; ++i) {
+      float* r = y + i * ldy;
+      const float* d = dense + i * N;
+      if (accumulate)
+        for (int64_t c = 0; c < N; ++c) r[c] += d[c];
+      else
+        std::copy(d, d + N, r);
+    }
+    return;
+  }
+  // x rounded to bf16 (nearest even), contiguous [M, K].
+  // (This thread's buffer, written by the whole team through a plain pointer: each OpenMP
+  // worker has its own, empty, thread_local.)
+  thread_local std::vector<uint16_t> buffer;
+  buffer.resize(size_t(M * K));
+  uint16_t* xb = buffer.data();
+#pragma omp parallel for if (M * K > 65536 && !omp_in_parallel())
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < K; ++j) xb[i * K + j] = f32_to_bf16(x[i * ldx + j]);
+  Bf16Weight::Prepared prep;
+  {
+    std::lock_guard<std::mutex> lock(b.mutex);
+    auto key = std::make_tuple(M, ldy, accumulate);
+    auto it = b.primitives.find(key);
+    if (it == b.primitives.end()) {
+      try {
+        // The prepared layout first; where oneDNN declines it for this M, the layout it
+        // prefers, with W reordered into it once (kept for every M that asks for it).
+        Bf16Weight::Prepared p;
+        try {
+          const auto pd = b.describe(M, ldy, accumulate, b.layout);
+          p.primitive = dnnl::matmul(pd);
+          p.weights = b.weights;
+        } catch (const dnnl::error&) {
+          const auto pd = b.describe(M, ldy, accumulate);
+          for (const auto& m : b.other_layouts)
+            if (m.get_desc() == pd.weights_desc()) p.weights = m;
+          if (!p.weights) {
+            b.other_layouts.push_back(reorder_weights(b, pd.weights_desc()));
+            p.weights = b.other_layouts.back();
+          }
+          p.primitive = dnnl::matmul(pd);
+        }
+        // One primitive per row count: a server's varying batches would grow this without end.
+        if (b.primitives.size() >= 256) b.primitives.clear();
+        it = b.primitives.emplace(key, p).first;
+      } catch (const dnnl::error& e) {
+        throw Error(std::string("bf16 product setup failed in oneDNN: ") + e.what());
+      }
+    }
+    prep = it->second;
+  }
+  dnnl::stream s(b.engine);
+  const auto& pd_src = dnnl::memory::desc({M, K}, dnnl::memory::data_type::bf16, dnnl::memory::format_tag::ab);
+  dnnl::memory src(pd_src, b.engine, xb);
+  dnnl::memory dst(dnnl::memory::desc({M, b.n}, dnnl::memory::data_type::f32, dnnl::memory::dims{ldy, 1}), b.engine, y);
+  prep.primitive.execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, prep.weights}, {DNNL_ARG_DST, dst}});
+  s.wait();
+}
+#else
+struct Bf16Weight {};
+std::shared_ptr<Bf16Weight> make_bf16_weight(const float*, int64_t, int64_t) {
+  throw Error("bf16 products need the oneDNN backend (libdnnl-dev at build time)");
+}
+void bf16_linear(Bf16Weight&, float*, const float*, int64_t, int64_t, int64_t, bool) {}
+#endif
+
+PackedWeight::PackedWeight(const float* weight, int64_t N, int64_t K, bool pack, Precision precision)
     : n_(N), k_(K), weight_(weight) {
+  if (precision == Precision::BF16) {
+    bf16_ = make_bf16_weight(weight, N, K);
+    return;
+  }
   if (!pack) return;
 #if defined(CLIP_HAVE_ONEDNN_PACKED_SGEMM)
   // Row-major y[M, N] = x[M, K] W^T is column-major y^T[N, M] = W^T' x^T with A = W stored as
@@ -172,6 +345,10 @@ void linear_forward(float* y, const float* x, const PackedWeight& w, const float
   if (M <= 0 || N <= 0) return;
   if (bias) add_bias(y, bias, M, N, ldy, accumulate);
   const float beta = bias || accumulate ? 1.f : 0.f;
+  if (w.bf16()) {
+    bf16_linear(*w.bf16(), y, x, M, ldx, ldy, beta != 0.f);
+    return;
+  }
   const float* packed = w.packed_for(omp_in_parallel() ? 1 : omp_get_max_threads());
   if (!packed) {
     sgemm(false, true, M, N, K, 1.f, x, ldx, w.weight(), K, beta, y, ldy);

@@ -6,6 +6,7 @@
 // OpenBLAS. All matrices are row-major f32.
 #include <cstdint>
 #include <memory>
+#include <string>
 
 namespace clip {
 
@@ -35,11 +36,28 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
 // oneDNN; such products use W itself,
 // so W must outlive this in every case (build after set_num_threads to get the fast path).
 // Where oneDNN's packed sgemm is not available (OpenBLAS builds) only W is used.
+// How a prepared weight's products run. F32: as above. BF16: W converted once to bf16 in
+// oneDNN's blocked layout, x converted to bf16 per product, f32 accumulation and output (oneDNN's
+// brgemm matmul: AVX512-BF16 or AMX). Needs bf16_available().
+enum class Precision { F32, BF16 };
+const char* precision_name(Precision p);  // "fp32", "bf16"
+// "fp32" (or "f32") and "bf16"; "int8"/"int4" and anything else: clip::Error saying what exists.
+Precision parse_precision(const std::string& name);
+// Whether bf16 products have hardware here (AVX512-BF16 or AMX-BF16, within CLIP_MAX_ISA) and
+// oneDNN is the backend.
+bool bf16_available();
+
+struct Bf16Weight;  // matmul.cpp
+
 class PackedWeight {
  public:
   PackedWeight() = default;
   // pack = false keeps only the view of W (no copy), e.g. where W cannot be released.
-  PackedWeight(const float* weight, int64_t N, int64_t K, bool pack = true);
+  // precision BF16 prepares the bf16 copy instead of the packed f32 one (W is then read only
+  // for products on another layout, which oneDNN has not been seen to choose).
+  PackedWeight(const float* weight, int64_t N, int64_t K, bool pack = true, Precision precision = Precision::F32);
+  Precision precision() const { return bf16_ ? Precision::BF16 : Precision::F32; }
+  const std::shared_ptr<Bf16Weight>& bf16() const { return bf16_; }
 
   int64_t out_features() const { return n_; }
   int64_t in_features() const { return k_; }
@@ -56,6 +74,7 @@ class PackedWeight {
   const float* weight_ = nullptr;
   std::shared_ptr<float> packed_;  // opaque oneDNN layout; shared so blocks stay copyable
   int packed_threads_ = 0;
+  std::shared_ptr<Bf16Weight> bf16_;
 };
 
 // y[M, N] = x[M, K] W^T + bias, or with accumulate y += x W^T + bias (a residual added in

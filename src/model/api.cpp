@@ -103,7 +103,7 @@ Model Model::load(const std::string& path, const ModelOptions& options) {
     throw Error(path + ": the tokenizer has " + std::to_string(impl->tokenizer->vocab_size()) +
                 " tokens but the model's token embedding has only " +
                 std::to_string(ckpt.config.text.vocab_size) + " rows: wrong vocabulary for this model");
-  impl->model = std::make_unique<ClipModel>(std::move(ckpt));
+  impl->model = std::make_unique<ClipModel>(std::move(ckpt), parse_precision(options.precision));
   return Model(std::move(impl));
 }
 

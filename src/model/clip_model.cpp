@@ -18,7 +18,7 @@ namespace clip {
 class ResNetVisual {};
 #endif
 
-ClipModel::ClipModel(LoadedCheckpoint ckpt) : ckpt_(std::move(ckpt)) {
+ClipModel::ClipModel(LoadedCheckpoint ckpt, Precision precision) : ckpt_(std::move(ckpt)), precision_(precision) {
   if (ckpt_.config.vision.is_resnet()) {
 #if defined(CLIP_HAVE_RESNET_TOWER)
     resnet_ = std::make_unique<ResNetVisual>(ckpt_);
@@ -26,9 +26,9 @@ ClipModel::ClipModel(LoadedCheckpoint ckpt) : ckpt_(std::move(ckpt)) {
     throw Error(ckpt_.weights_path + ": ResNet towers not yet supported");
 #endif
   } else {
-    vit_ = std::make_unique<VisionTransformer>(ckpt_);
+    vit_ = std::make_unique<VisionTransformer>(ckpt_, precision);
   }
-  text_ = std::make_unique<TextTransformer>(ckpt_);
+  text_ = std::make_unique<TextTransformer>(ckpt_, precision);
   const Tensor& ls = ckpt_.get("logit_scale");
   if (ls.numel() != 1)
     throw Error(ckpt_.weights_path + ": logit_scale has shape " + ls.shape_str() +

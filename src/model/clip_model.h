@@ -18,7 +18,10 @@ class ClipModel {
  public:
   // Takes the checkpoint and keeps it (its tensors back the weights). Throws clip::Error
   // naming the file and the tensor when a weight is missing or has the wrong shape.
-  explicit ClipModel(LoadedCheckpoint ckpt);
+  // `precision`: how the transformer blocks' linear layers run (core/matmul.h); BF16 needs
+  // bf16_available() and is for ViT towers and the text tower (a ResNet tower stays f32).
+  explicit ClipModel(LoadedCheckpoint ckpt, Precision precision = Precision::F32);
+  Precision precision() const { return precision_; }
   ~ClipModel();
   ClipModel(ClipModel&&) noexcept;
   ClipModel& operator=(ClipModel&&) noexcept;
@@ -56,6 +59,7 @@ class ClipModel {
   std::unique_ptr<ResNetVisual> resnet_;
   std::unique_ptr<TextTransformer> text_;
   float logit_scale_ = 0.f;
+  Precision precision_ = Precision::F32;
 };
 
 }  // namespace clip

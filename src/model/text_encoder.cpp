@@ -7,7 +7,7 @@
 
 namespace clip {
 
-TextTransformer::TextTransformer(const LoadedCheckpoint& ckpt) {
+TextTransformer::TextTransformer(const LoadedCheckpoint& ckpt, Precision precision) {
   const TextConfig& tc = ckpt.config.text;
   context_length_ = tc.context_length;
   vocab_ = tc.vocab_size;
@@ -21,7 +21,7 @@ TextTransformer::TextTransformer(const LoadedCheckpoint& ckpt) {
   ln_final_bias_ = ckpt.get("ln_final.bias", {d}).f32();
   text_projection_ = ckpt.get("text_projection", {d, embed_dim_}).f32();
   transformer_ = Transformer(ckpt, "transformer.", width_, tc.layers, tc.heads, tc.mlp_dim,
-                             ckpt.config.activation, eps_);
+                             ckpt.config.activation, eps_, precision);
 }
 
 void TextTransformer::encode(const int32_t* ids, int batch, int context, float* out,

@@ -12,7 +12,7 @@ class TextTransformer {
  public:
   // Reads token_embedding, positional_embedding, transformer.*, ln_final.*, text_projection
   // (canonical names, F32 views; ckpt must outlive this) using ckpt.config.text.
-  explicit TextTransformer(const LoadedCheckpoint& ckpt);
+  explicit TextTransformer(const LoadedCheckpoint& ckpt, Precision precision = Precision::F32);
 
   // ids: [batch, context] (row stride `context`, context <= context_length()); out:
   // [batch, embed_dim], not normalised. Because of the causal mask, positions after the

@@ -22,7 +22,8 @@ void TransformerWorkspace::reserve(int64_t rows, int64_t width, int64_t mlp_dim,
 }
 
 Transformer::Transformer(const LoadedCheckpoint& ckpt, const std::string& prefix, int width,
-                         int layers, int heads, int mlp_dim, Activation activation, float eps)
+                         int layers, int heads, int mlp_dim, Activation activation, float eps,
+                         Precision precision)
     : width_(width), heads_(heads), mlp_dim_(mlp_dim), activation_(activation), eps_(eps) {
   if (width <= 0 || heads <= 0 || width % heads != 0)
     throw Error(ckpt.weights_path + ": transformer " + prefix + " width " +
@@ -42,7 +43,7 @@ Transformer::Transformer(const LoadedCheckpoint& ckpt, const std::string& prefix
     // features; not for f16/bf16 files, where every weight is such a copy.
     const bool f32_file = ckpt.stored_dtype == DType::F32;
     auto linear = [&](const float* weight, int64_t rows, int64_t cols) {
-      return PackedWeight(weight, rows, cols, f32_file || ckpt.is_mapped(weight, rows * cols));
+      return PackedWeight(weight, rows, cols, f32_file || ckpt.is_mapped(weight, rows * cols), precision);
     };
     ResidualBlockWeights w;
     w.ln_1_weight = get("ln_1.weight", {d});
@@ -63,7 +64,7 @@ Transformer::Transformer(const LoadedCheckpoint& ckpt, const std::string& prefix
     // both for a whole tower; they are read again only by products run on another thread
     // count (core/matmul.h).
     for (const PackedWeight* pw : {&w.in_proj_q, &w.in_proj_kv, &w.out_proj, &w.c_fc, &w.c_proj})
-      if (pw->has_packed_copy())
+      if (pw->has_packed_copy() || pw->bf16())
         ckpt.release_pages(pw->weight(), pw->out_features() * pw->in_features());
     blocks_.push_back(w);
   }

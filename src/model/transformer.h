@@ -52,8 +52,9 @@ class Transformer {
  public:
   Transformer() = default;
   // Reads `<prefix>resblocks.<i>.*` for i < layers, checking every shape.
+  // `precision`: how the blocks' linear layers are prepared (core/matmul.h PackedWeight).
   Transformer(const LoadedCheckpoint& ckpt, const std::string& prefix, int width, int layers,
-              int heads, int mlp_dim, Activation activation, float eps);
+              int heads, int mlp_dim, Activation activation, float eps, Precision precision = Precision::F32);
 
   // x[B, T, width] in place. Hook names: `<hook_prefix>block.<i>` after each block.
   // With `pooled`, only the pooled rows are wanted: rows mix only through attention's keys and

@@ -8,7 +8,7 @@
 
 namespace clip {
 
-VisionTransformer::VisionTransformer(const LoadedCheckpoint& ckpt) {
+VisionTransformer::VisionTransformer(const LoadedCheckpoint& ckpt, Precision precision) {
   const VisionConfig& vc = ckpt.config.vision;
   if (vc.is_resnet())
     throw Error(ckpt.weights_path + ": the image tower is a ResNet, not a VisionTransformer");
@@ -32,7 +32,7 @@ VisionTransformer::VisionTransformer(const LoadedCheckpoint& ckpt) {
   ln_post_bias_ = ckpt.get("visual.ln_post.bias", {w}).f32();
   proj_ = ckpt.get("visual.proj", {w, embed_dim_}).f32();
   transformer_ = Transformer(ckpt, "visual.transformer.", width_, vc.layers, vc.heads,
-                             vc.mlp_dim, ckpt.config.activation, eps_);
+                             vc.mlp_dim, ckpt.config.activation, eps_, precision);
 }
 
 void VisionTransformer::encode(const float* pixels, int batch, float* out,

@@ -13,7 +13,7 @@ class VisionTransformer {
  public:
   // Reads the visual.* tensors of `ckpt` (canonical names, F32 views; ckpt must outlive this)
   // using the dimensions in ckpt.config.vision, checking every shape.
-  explicit VisionTransformer(const LoadedCheckpoint& ckpt);
+  explicit VisionTransformer(const LoadedCheckpoint& ckpt, Precision precision = Precision::F32);
 
   // pixels_nchw: [batch, 3, image_size, image_size] (normalised); out: [batch, embed_dim],
   // not normalised. Not safe to call concurrently on one object (it reuses its scratch).
