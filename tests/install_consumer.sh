@@ -33,5 +33,7 @@ want = json.loads(sys.argv[2])["scores"][0]["score"]
 assert abs(got - want) <= 1e-6, (got, want)
 print(f"cosine {got:.6f} == {want:.6f}")
 PY
-ldd "$work/build/consumer" | grep -q "$work/prefix/lib/libclip.so" || { echo "consumer does not use the installed libclip.so"; exit 1; }
+# (ldd's output captured first: `ldd | grep -q` under pipefail fails when grep stops reading early)
+libs=$(ldd "$work/build/consumer")
+grep -q "$work/prefix/lib/libclip.so" <<<"$libs" || { echo "consumer does not use the installed libclip.so:"; echo "$libs"; exit 1; }
 echo "ok"
