@@ -173,9 +173,10 @@ PYBIND11_MODULE(_clipcpp, mod) {
   mod.def(
       "load",
       [](const std::string& path, const std::string& precision, int threads, const std::string& vocab) {
-        if (precision != "fp32")
-          throw py::value_error("precision '" + precision + "': only fp32 is available (bf16/int8/int4: issue 17)");
+        if (precision != "fp32" && precision != "bf16")
+          throw py::value_error("precision '" + precision + "': fp32 or bf16 (bf16 needs a CPU with AVX512-BF16 or AMX)");
         clip::ModelOptions o;
+        o.precision = precision;
         o.num_threads = threads;
         o.vocab_path = vocab;
         py::gil_scoped_release nogil;

@@ -104,6 +104,21 @@ def test_bad_input_raises_with_the_library_message(model):
         model.zeroshot(model.encode_image(SHIP)[0], ["cat"], templates=["no placeholder"])
 
 
+def test_bf16_precision_stays_close_to_fp32_or_says_why_not(model):
+    # bf16 products where the CPU has AVX512-BF16 or AMX: cosine >= 0.9995 to fp32 (issue 17);
+    # elsewhere a ClipError naming what is missing, never a silent fp32 run.
+    try:
+        bf16 = clipcpp.load(MODEL, precision="bf16")
+    except clipcpp.ClipError as e:
+        assert "AVX512-BF16 or AMX" in str(e)
+        return
+    a = model.encode_image([SHIP, CAT])
+    b = bf16.encode_image([SHIP, CAT])
+    assert (a * b).sum(axis=1).min() >= 0.9995
+    t = bf16.encode_text(["a photo of a cat", "a ship"])
+    assert (t * model.encode_text(["a photo of a cat", "a ship"])).sum(axis=1).min() >= 0.9995
+
+
 def test_open_clip_front_gives_the_same_features(model):
     m, _, preprocess = open_clip.create_model_and_transforms(MODEL)
     tok = open_clip.get_tokenizer(MODEL)
