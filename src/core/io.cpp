@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -13,6 +14,14 @@
 #include "core/error.h"
 
 namespace clip {
+
+bool ends_with_ci(std::string_view name, std::string_view lower_suffix) {
+  if (name.size() < lower_suffix.size()) return false;
+  const std::string_view tail = name.substr(name.size() - lower_suffix.size());
+  for (size_t i = 0; i < tail.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(tail[i])) != lower_suffix[i]) return false;
+  return true;
+}
 namespace {
 std::string errno_text() { return std::strerror(errno); }
 }  // namespace

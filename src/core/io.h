@@ -10,6 +10,10 @@
 
 namespace clip {
 
+// Whether a file name ends with `lower_suffix` (given in lower case), ignoring the name's case:
+// "MODEL.PT" ends with ".pt".
+bool ends_with_ci(std::string_view name, std::string_view lower_suffix);
+
 // Reads a whole file; throws clip::Error naming the file on failure.
 std::vector<uint8_t> read_file(const std::string& path);
 std::string read_text_file(const std::string& path);

@@ -4,7 +4,6 @@
 #include <archive_entry.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -582,12 +581,8 @@ std::vector<std::pair<std::string, Tensor>> read_torch_checkpoint_file(const std
 }
 
 bool is_torch_checkpoint_name(const std::string& path) {
-  std::string l = path;
-  std::transform(l.begin(), l.end(), l.begin(), [](unsigned char c) { return char(std::tolower(c)); });
-  for (const char* ext : {".pt", ".pth", ".bin", ".ckpt"}) {
-    const size_t n = std::strlen(ext);
-    if (l.size() >= n && l.compare(l.size() - n, n, ext) == 0) return true;
-  }
+  for (const char* ext : {".pt", ".pth", ".bin", ".ckpt"})
+    if (ends_with_ci(path, ext)) return true;
   return false;
 }
 

@@ -3,10 +3,8 @@
 #include <archive.h>
 #include <archive_entry.h>
 
-#include <algorithm>
-#include <cctype>
-
 #include "core/error.h"
+#include "core/io.h"
 
 namespace clip::data {
 
@@ -64,10 +62,7 @@ std::string TarReader::read(int64_t max_bytes) {
 }
 
 bool is_tar_name(const std::string& path) {
-  std::string l = path;
-  std::transform(l.begin(), l.end(), l.begin(), [](unsigned char c) { return char(std::tolower(c)); });
-  auto ends = [&](const std::string& s) { return l.size() >= s.size() && l.compare(l.size() - s.size(), s.size(), s) == 0; };
-  return ends(".tar") || ends(".tar.gz") || ends(".tgz");
+  return ends_with_ci(path, ".tar") || ends_with_ci(path, ".tar.gz") || ends_with_ci(path, ".tgz");
 }
 
 }  // namespace clip::data

@@ -4,6 +4,7 @@
 #include <optional>
 
 #include "core/error.h"
+#include "core/io.h"
 #include "model/checkpoint_writer.h"
 #include "model/gguf_clip.h"
 #include "model/weights.h"
@@ -13,16 +14,10 @@
 
 namespace clip {
 
-namespace {
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-}  // namespace
-
 ConvertReport convert_model(const std::string& input, const std::string& output, const std::string& type) {
   ConvertReport rep;
   rep.type = type;
-  const bool to_gguf = ends_with(output, ".gguf"), to_safetensors = ends_with(output, ".safetensors");
+  const bool to_gguf = ends_with_ci(output, ".gguf"), to_safetensors = ends_with_ci(output, ".safetensors");
   if (!to_gguf && !to_safetensors) throw Error(output + ": the output must end in .gguf or .safetensors");
   GgmlType gtype = GgmlType::F32;
   DType dtype = DType::F32;

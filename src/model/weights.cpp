@@ -172,13 +172,6 @@ struct ModelFiles {
   std::string hf_config;        // config.json
 };
 
-bool ends_with_ci(const std::string& s, const std::string& suffix) {
-  if (s.size() < suffix.size()) return false;
-  for (size_t i = 0; i < suffix.size(); ++i)
-    if (std::tolower(static_cast<unsigned char>(s[s.size() - suffix.size() + i])) != suffix[i]) return false;
-  return true;
-}
-
 void reject_unsupported_weights_file(const std::string& path) {
   if (ends_with_ci(path, ".pkl"))
     throw Error(path + ": raw pickles are not loaded (unpickling can run code); PyTorch's zip checkpoints (.pt, "
