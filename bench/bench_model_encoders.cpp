@@ -27,6 +27,7 @@
 #include "core/threads.h"
 #include "model/clip_model.h"
 #include "model/weights.h"
+#include "test_support.h"
 
 namespace {
 
@@ -84,21 +85,6 @@ Fixture& fixture() {
   return f;
 }
 
-// The smallest cosine between rows of width `dim`.
-double min_cosine(const std::vector<float>& a, const float* b, size_t n, size_t dim) {
-  double worst = 1;
-  for (size_t r = 0; r < n / dim; ++r) {
-    double ab = 0, aa = 0, bb = 0;
-    for (size_t j = 0; j < dim; ++j) {
-      ab += double(a[r * dim + j]) * b[r * dim + j];
-      aa += double(a[r * dim + j]) * a[r * dim + j];
-      bb += double(b[r * dim + j]) * b[r * dim + j];
-    }
-    worst = std::min(worst, ab / std::sqrt(aa * bb));
-  }
-  return worst;
-}
-
 // Runs with the fp32 model (args {batch, 0}) or the bf16 one ({batch, 1}): fp32 must match the
 // reference within 2e-5, bf16 within cosine 0.9995 (issue 17's bound).
 clip::ClipModel* model_for(benchmark::State& state, Fixture& f) {
@@ -137,7 +123,7 @@ void BM_EncodeImages(benchmark::State& state) {
   std::vector<float> out(size_t(batch) * E);
   model->encode_images(f.pixels.data(), batch, out.data());
   const double err = max_abs_diff(out, f.want_image.data(), out.size());
-  const double cosine = min_cosine(out, f.want_image.data(), out.size(), size_t(E));
+  const double cosine = clip::test::min_row_cosine(out.data(), f.want_image.data(), out.size(), size_t(E));
   state.counters["min cosine"] = cosine;
   if (state.range(1) == 0 ? err > 2e-5 : cosine < 0.9995) {
     state.SkipWithError(("image features differ from the reference by " + std::to_string(err)).c_str());
@@ -165,7 +151,7 @@ void BM_EncodeTexts(benchmark::State& state) {
   std::vector<float> out(size_t(batch) * E);
   model->encode_texts(f.ids.data(), batch, f.context, out.data());
   const double err = max_abs_diff(out, f.want_text.data(), out.size());
-  const double cosine = min_cosine(out, f.want_text.data(), out.size(), size_t(E));
+  const double cosine = clip::test::min_row_cosine(out.data(), f.want_text.data(), out.size(), size_t(E));
   state.counters["min cosine"] = cosine;
   if (state.range(1) == 0 ? err > 2e-5 : cosine < 0.9995) {
     state.SkipWithError(("text features differ from the reference by " + std::to_string(err)).c_str());

@@ -70,19 +70,9 @@ std::vector<float> features(const std::string& path) {
   return out;
 }
 
-// The smallest cosine over the rows (of width D).
+// The smallest cosine over the rows of two feature matrices of `rows` rows.
 double min_cosine(const std::vector<float>& a, const std::vector<float>& b, int rows) {
-  const size_t D = a.size() / size_t(rows);
-  double worst = 1;
-  for (int r = 0; r < rows; ++r) {
-    double ab = 0, aa = 0, bb = 0;
-    for (size_t j = 0; j < D; ++j) {
-      const double x = a[r * D + j], y = b[r * D + j];
-      ab += x * y, aa += x * x, bb += y * y;
-    }
-    worst = std::min(worst, ab / std::sqrt(aa * bb));
-  }
-  return worst;
+  return clip::test::min_row_cosine(a.data(), b.data(), a.size(), a.size() / size_t(rows));
 }
 
 TEST_F(Gguf, BlockFormatsDecodeAsGgufPyDecodesThem) {

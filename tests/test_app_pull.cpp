@@ -31,19 +31,10 @@ class Hub {
     fs::create_directories(kTmp);
     out_ = kTmp + "/hub_" + std::to_string(counter_++) + ".out";
     log_ = out_ + ".log";
-    std::vector<std::string> argv_s = {"/usr/bin/python3", std::string(CLIP_SOURCE_DIR) + "/tests/hub_server.py",
-                                       "--log", log_};
-    argv_s.insert(argv_s.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& a : argv_s) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      const int fd = ::open(out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      ::dup2(fd, 1);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
+    std::vector<std::string> argv = {"/usr/bin/python3", std::string(CLIP_SOURCE_DIR) + "/tests/hub_server.py",
+                                     "--log", log_};
+    argv.insert(argv.end(), args.begin(), args.end());
+    pid_ = clip::test::spawn_with_output(argv, out_, /*with_stderr=*/false);
     for (int i = 0; i < 500 && port_ == 0; ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
       const std::string s = fs::exists(out_) ? clip::read_text_file(out_) : "";

@@ -43,19 +43,9 @@ class ServeProcess {
   explicit ServeProcess(const std::vector<std::string>& args) {
     fs::create_directories(kTmp);
     log_ = kTmp + "/serve_" + std::to_string(::getpid()) + "_" + std::to_string(counter_++) + ".log";
-    std::vector<std::string> argv_s = {kClip, "serve", "--port", "0"};
-    argv_s.insert(argv_s.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& a : argv_s) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      const int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      ::dup2(fd, 1);
-      ::dup2(fd, 2);
-      ::execv(kClip.c_str(), argv.data());
-      ::_exit(127);
-    }
+    std::vector<std::string> argv = {kClip, "serve", "--port", "0"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    pid_ = clip::test::spawn_with_output(argv, log_, /*with_stderr=*/true);
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
     while (std::chrono::steady_clock::now() < deadline) {
       const std::string text = fs::exists(log_) ? clip::read_text_file(log_) : "";

@@ -71,21 +71,9 @@ Child spawn(const std::vector<std::string>& args, const SpawnOptions& so = {}) {
   static int counter = 0;
   Child c;
   c.log = scratch() / ("run" + std::to_string(counter++) + ".log");
-  const std::string binary = std::string(CLIP_BINARY_DIR) + "/clip";
-  std::vector<std::string> argv_s = {binary};
-  argv_s.insert(argv_s.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : argv_s) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  const std::string log = c.log.string();
-  c.pid = ::fork();
-  if (c.pid == 0) {
-    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd >= 0) {
-      ::dup2(fd, 1);
-      ::dup2(fd, 2);
-      ::close(fd);
-    }
+  std::vector<std::string> argv = {std::string(CLIP_BINARY_DIR) + "/clip"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  c.pid = clip::test::spawn_with_output(argv, c.log.string(), /*with_stderr=*/true, [&so] {
     ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
     if (so.slow_save_ms > 0) ::setenv("CLIP_TEST_SLOW_SAVE", std::to_string(so.slow_save_ms).c_str(), 1);
     else ::unsetenv("CLIP_TEST_SLOW_SAVE");
@@ -96,9 +84,7 @@ Child spawn(const std::vector<std::string>& args, const SpawnOptions& so = {}) {
       rl.rlim_cur = rl.rlim_max = rlim_t(so.file_size_limit);
       ::setrlimit(RLIMIT_FSIZE, &rl);
     }
-    ::execv(binary.c_str(), argv.data());
-    ::_exit(127);
-  }
+  });
   return c;
 }
 

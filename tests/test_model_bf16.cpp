@@ -32,17 +32,7 @@ std::string reference() {
 }
 
 double min_cosine(const std::vector<float>& a, const std::vector<float>& b, size_t dim) {
-  double worst = 1;
-  for (size_t r = 0; r < a.size() / dim; ++r) {
-    double ab = 0, aa = 0, bb = 0;
-    for (size_t j = 0; j < dim; ++j) {
-      ab += double(a[r * dim + j]) * b[r * dim + j];
-      aa += double(a[r * dim + j]) * a[r * dim + j];
-      bb += double(b[r * dim + j]) * b[r * dim + j];
-    }
-    worst = std::min(worst, ab / std::sqrt(aa * bb));
-  }
-  return worst;
+  return clip::test::min_row_cosine(a.data(), b.data(), a.size(), dim);
 }
 
 TEST(Bf16, FeaturesWithinCosine9995OfFp32OrAClearError) {

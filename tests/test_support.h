@@ -8,14 +8,58 @@
 
 #include <sys/wait.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <string>
+#include <vector>
 
 namespace clip::test {
+
+// The smallest cosine similarity between corresponding rows of two [rows, dim] matrices of
+// `count` values each (double sums).
+inline double min_row_cosine(const float* a, const float* b, size_t count, size_t dim) {
+  double worst = 1;
+  for (size_t r = 0; r < count / dim; ++r) {
+    double ab = 0, aa = 0, bb = 0;
+    for (size_t j = 0; j < dim; ++j) {
+      const double x = a[r * dim + j], y = b[r * dim + j];
+      ab += x * y;
+      aa += x * x;
+      bb += y * y;
+    }
+    worst = std::min(worst, ab / std::sqrt(aa * bb));
+  }
+  return worst;
+}
+
+// Starts `argv` (argv[0] a path) as a child process with its stdout (and, with `with_stderr`,
+// its stderr) written to `output`; `in_child` (optional) runs in the child just before exec
+// (environment, limits). Returns its pid; the caller kills and reaps it.
+inline pid_t spawn_with_output(std::vector<std::string> argv, const std::string& output, bool with_stderr,
+                               const std::function<void()>& in_child = {}) {
+  std::vector<char*> args;
+  for (auto& a : argv) args.push_back(a.data());
+  args.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const int fd = ::open(output.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd >= 0) {
+      ::dup2(fd, 1);
+      if (with_stderr) ::dup2(fd, 2);
+      ::close(fd);
+    }
+    if (in_child) in_child();
+    ::execv(args[0], args.data());
+    ::_exit(127);
+  }
+  return pid;
+}
 
 // An exclusive lock on `path` (created if needed), held for the object's lifetime.
 class FileLock {
