@@ -326,59 +326,47 @@ void quantize_q4_0(const float* x, int64_t n, uint8_t* out) {
 
 // ---- writer ----
 
+namespace {
+GgufValue value_of(GgufValue::Kind kind, uint32_t type) {
+  GgufValue v;
+  v.kind = kind;
+  v.type = type;
+  return v;
+}
+GgufValue u32_value(uint32_t x) {
+  GgufValue v = value_of(GgufValue::UInt, U32);
+  v.u = x;
+  return v;
+}
+GgufValue f32_value(float x) {
+  GgufValue v = value_of(GgufValue::Float, F32T);
+  v.f = x;
+  return v;
+}
+GgufValue string_value(const std::string& x) {
+  GgufValue v = value_of(GgufValue::String, STRING);
+  v.s = x;
+  return v;
+}
+}  // namespace
+
 void GgufWriter::add(const std::string& key, GgufValue value) { kv_.emplace_back(key, std::move(value)); }
-void GgufWriter::add_uint32(const std::string& key, uint32_t v) {
-  GgufValue x;
-  x.kind = GgufValue::UInt;
-  x.type = U32;
-  x.u = v;
-  add(key, x);
-}
-void GgufWriter::add_float32(const std::string& key, float v) {
-  GgufValue x;
-  x.kind = GgufValue::Float;
-  x.type = F32T;
-  x.f = v;
-  add(key, x);
-}
+void GgufWriter::add_uint32(const std::string& key, uint32_t v) { add(key, u32_value(v)); }
+void GgufWriter::add_float32(const std::string& key, float v) { add(key, f32_value(v)); }
 void GgufWriter::add_bool(const std::string& key, bool v) {
-  GgufValue x;
-  x.kind = GgufValue::Bool;
-  x.type = BOOL;
+  GgufValue x = value_of(GgufValue::Bool, BOOL);
   x.b = v;
   add(key, x);
 }
-void GgufWriter::add_string(const std::string& key, const std::string& v) {
-  GgufValue x;
-  x.kind = GgufValue::String;
-  x.type = STRING;
-  x.s = v;
-  add(key, x);
-}
+void GgufWriter::add_string(const std::string& key, const std::string& v) { add(key, string_value(v)); }
 void GgufWriter::add_strings(const std::string& key, const std::vector<std::string>& v) {
-  GgufValue x;
-  x.kind = GgufValue::Array;
-  x.type = ARRAY;
-  for (const auto& s : v) {
-    GgufValue e;
-    e.kind = GgufValue::String;
-    e.type = STRING;
-    e.s = s;
-    x.items.push_back(std::move(e));
-  }
+  GgufValue x = value_of(GgufValue::Array, ARRAY);
+  for (const auto& s : v) x.items.push_back(string_value(s));
   add(key, x);
 }
 void GgufWriter::add_floats(const std::string& key, const std::vector<float>& v) {
-  GgufValue x;
-  x.kind = GgufValue::Array;
-  x.type = ARRAY;
-  for (float f : v) {
-    GgufValue e;
-    e.kind = GgufValue::Float;
-    e.type = F32T;
-    e.f = f;
-    x.items.push_back(e);
-  }
+  GgufValue x = value_of(GgufValue::Array, ARRAY);
+  for (float f : v) x.items.push_back(f32_value(f));
   add(key, x);
 }
 

@@ -39,17 +39,17 @@ ModelConfig clip_gguf_config(const GgufFile& f) {
   if (!f.get_bool("clip.has_text_encoder", false) || !f.get_bool("clip.has_vision_encoder", false))
     throw Error(f.path() + ": a one-tower CLIP GGUF (text-only or vision-only); clip needs both towers");
   ModelConfig c;
+  auto tower = [&](const std::string& p, auto& t) {  // the keys both towers have
+    t.width = int(f.get_uint(p + "embedding_length"));
+    t.mlp_dim = int(f.get_uint(p + "feed_forward_length"));
+    t.heads = int(f.get_uint(p + "attention.head_count"));
+    t.layers = int(f.get_uint(p + "block_count"));
+  };
+  tower("clip.text.", c.text);
+  tower("clip.vision.", c.vision);
   c.text.context_length = int(f.get_uint("clip.text.context_length"));
-  c.text.width = int(f.get_uint("clip.text.embedding_length"));
-  c.text.mlp_dim = int(f.get_uint("clip.text.feed_forward_length"));
-  c.text.heads = int(f.get_uint("clip.text.attention.head_count"));
-  c.text.layers = int(f.get_uint("clip.text.block_count"));
   c.vision.image_size = int(f.get_uint("clip.vision.image_size"));
   c.vision.patch_size = int(f.get_uint("clip.vision.patch_size"));
-  c.vision.width = int(f.get_uint("clip.vision.embedding_length"));
-  c.vision.mlp_dim = int(f.get_uint("clip.vision.feed_forward_length"));
-  c.vision.heads = int(f.get_uint("clip.vision.attention.head_count"));
-  c.vision.layers = int(f.get_uint("clip.vision.block_count"));
   c.embed_dim = int(f.get_uint("clip.vision.projection_dim"));
   if (int(f.get_uint("clip.text.projection_dim")) != c.embed_dim)
     throw Error(f.path() + ": text and vision projection dimensions differ");
@@ -92,22 +92,21 @@ void write_clip_gguf(const std::string& path, const NamedTensors& hf, const Mode
   w.add_uint32("general.file_type", weight_type == GgmlType::F32 ? 0 : 1);
   w.add_string("general.name", name);
   w.add_string("general.description", "two-tower CLIP model");
+  // The keys both towers have, in the converter's order.
+  auto tower = [&](const std::string& p, int width, int mlp_dim, int heads, int layers) {
+    w.add_uint32(p + "embedding_length", uint32_t(width));
+    w.add_uint32(p + "feed_forward_length", uint32_t(mlp_dim));
+    w.add_uint32(p + "projection_dim", uint32_t(c.embed_dim));
+    w.add_uint32(p + "attention.head_count", uint32_t(heads));
+    w.add_float32(p + "attention.layer_norm_epsilon", c.layer_norm_eps);
+    w.add_uint32(p + "block_count", uint32_t(layers));
+  };
   w.add_uint32("clip.text.context_length", uint32_t(c.text.context_length));
-  w.add_uint32("clip.text.embedding_length", uint32_t(c.text.width));
-  w.add_uint32("clip.text.feed_forward_length", uint32_t(c.text.mlp_dim));
-  w.add_uint32("clip.text.projection_dim", uint32_t(c.embed_dim));
-  w.add_uint32("clip.text.attention.head_count", uint32_t(c.text.heads));
-  w.add_float32("clip.text.attention.layer_norm_epsilon", c.layer_norm_eps);
-  w.add_uint32("clip.text.block_count", uint32_t(c.text.layers));
+  tower("clip.text.", c.text.width, c.text.mlp_dim, c.text.heads, c.text.layers);
   w.add_strings("tokenizer.ggml.tokens", tokens);
   w.add_uint32("clip.vision.image_size", uint32_t(c.vision.image_size));
   w.add_uint32("clip.vision.patch_size", uint32_t(c.vision.patch_size));
-  w.add_uint32("clip.vision.embedding_length", uint32_t(c.vision.width));
-  w.add_uint32("clip.vision.feed_forward_length", uint32_t(c.vision.mlp_dim));
-  w.add_uint32("clip.vision.projection_dim", uint32_t(c.embed_dim));
-  w.add_uint32("clip.vision.attention.head_count", uint32_t(c.vision.heads));
-  w.add_float32("clip.vision.attention.layer_norm_epsilon", c.layer_norm_eps);
-  w.add_uint32("clip.vision.block_count", uint32_t(c.vision.layers));
+  tower("clip.vision.", c.vision.width, c.vision.mlp_dim, c.vision.heads, c.vision.layers);
   w.add_floats("clip.vision.image_mean", mean);
   w.add_floats("clip.vision.image_std", stddev);
   w.add_bool("clip.use_gelu", c.activation == Activation::GELU);
