@@ -27,6 +27,7 @@
 #include <unordered_set>
 
 #include "core/io.h"
+#include "core/ops.h"
 #include "eval/features.h"
 #include "model/clip_model.h"
 #include "model/weights.h"
@@ -91,13 +92,6 @@ const Corpus& corpus() {
   return c;
 }
 
-void normalize(float* v, int dim) {
-  double s = 0;
-  for (int j = 0; j < dim; ++j) s += double(v[j]) * v[j];
-  const float inv = float(1 / std::sqrt(s));
-  for (int j = 0; j < dim; ++j) v[j] *= inv;
-}
-
 // n vectors: a seeded sample of the real ones, then jittered copies of them.
 std::vector<float> vectors(int64_t n) {
   const Corpus& c = corpus();
@@ -115,7 +109,7 @@ std::vector<float> vectors(int64_t n) {
     const float* src = c.real.data() + size_t(order[size_t(i % base)]) * c.dim;
     float* dst = v.data() + size_t(i) * c.dim;
     for (int j = 0; j < c.dim; ++j) dst[j] = src[j] + (i < base ? 0.f : g(rng));
-    normalize(dst, c.dim);
+    clip::l2_normalize_rows(dst, 1, c.dim);
   }
   return v;
 }
