@@ -128,6 +128,10 @@ void ModelFlags::add_to(CLI::App* c, bool model_required) {
   c->add_option("--max-pixels", max_pixels, "Refuse images with more pixels (decompression-bomb guard; 0 = none)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  add_precision_option(c, precision);
+}
+
+void add_precision_option(CLI::App* c, std::string& precision) {
   c->add_option("--precision", precision,
                 "Transformer products: fp32 (the reference numbers) or bf16 (faster where the CPU has AVX512-BF16 or "
                 "AMX; see clip info --system)")

@@ -29,6 +29,8 @@ std::vector<std::string> split_labels(const std::string& s);
 
 // Threads: 0 (all cores) up to this machine's logical CPUs.
 CLI::Validator threads_range();
+// --precision fp32|bf16 (ModelFlags has it; clip eval, with its own options, too).
+void add_precision_option(CLI::App* cmd, std::string& precision);
 int logical_cpus();
 
 // Checks, before any work, that `path` can be written: not a folder, its folder exists and is

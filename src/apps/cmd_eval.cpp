@@ -57,9 +57,7 @@ void add_model_options(CLI::App* cmd, Common& c, bool model_required) {
       ->check(CLI::Range(1, 4096).description("1..4096"))
       ->capture_default_str();
   cmd->add_option("--threads", c.threads, "Threads (0 = all cores)")->check(threads_range())->capture_default_str();
-  cmd->add_option("--precision", c.precision, "Transformer products: fp32 or bf16 (AVX512-BF16 / AMX CPUs)")
-      ->check(CLI::IsMember({"fp32", "bf16"}))
-      ->capture_default_str();
+  add_precision_option(cmd, c.precision);
   cmd->add_flag("--truncate", c.truncate, "Cut texts (prompts, captions) longer than the model's context "
                                           "(default: an error naming them)");
   cmd->add_flag("--json", c.json, "Print each result as one JSON line on stdout instead of the tables");
