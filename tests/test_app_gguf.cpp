@@ -23,7 +23,9 @@
 #include "core/error.h"
 #include "core/gguf.h"
 #include "core/io.h"
+#include "model/checkpoint_writer.h"
 #include "model/clip_model.h"
+#include "model/config.h"
 #include "model/weights.h"
 #include "test_support.h"
 
@@ -141,6 +143,15 @@ TEST_F(Gguf, ConvertWritesWhatClipCppsConverterWrites) {
   EXPECT_NE(r.err.find("f32, f16, q8_0 or q4_0"), std::string::npos) << r.err;
   r = clip::test::run_clip("convert " + files() + "/gguf/model-q8_0.gguf " + out + "/back.safetensors --type f32", out);
   EXPECT_EQ(r.status, 0) << r.err;
+  // A ModifiedResNet has no place in clip.cpp's layout: an error naming the output, no file.
+  clip::ModelConfig rn = clip::named_model_config("cifar10-rn-tiny");
+  rn.text.vocab_size = 49408;  // OpenAI's vocabulary, so that the tokenizer is not what fails
+  rn.text.context_length = 77;
+  clip::write_model_directory(out + "/rn", clip::random_canonical_tensors(rn, 3), rn, clip::NamingScheme::OpenCLIP);
+  r = clip::test::run_clip("convert " + out + "/rn " + out + "/rn.gguf", out);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find(out + "/rn.gguf: clip.cpp's GGUF holds ViT towers only"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(out + "/rn.gguf"));
   fs::remove_all(out);
 }
 

@@ -62,7 +62,7 @@ ConvertReport convert_model(const std::string& input, const std::string& output,
       }
     }
     const std::string name = std::filesystem::path(input).filename().string();
-    write_clip_gguf(output, tensors_for_scheme(ck.tensors, ck.config, NamingScheme::HuggingFace), ck.config, tokens, gtype,
+    write_clip_gguf(output, ck.tensors, ck.config, tokens, gtype,
                     {pre.mean[0], pre.mean[1], pre.mean[2]}, {pre.std[0], pre.std[1], pre.std[2]}, name);
   }
   rep.tensors = int64_t(ck.tensors.size());

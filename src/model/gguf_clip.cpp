@@ -4,6 +4,7 @@
 #include <map>
 
 #include "core/error.h"
+#include "model/checkpoint_writer.h"
 #include "model/weights.h"
 
 namespace clip {
@@ -81,10 +82,11 @@ NamedTensors clip_gguf_hf_tensors(const GgufFile& f, const ModelConfig& config) 
   return out;
 }
 
-void write_clip_gguf(const std::string& path, const NamedTensors& hf, const ModelConfig& c,
+void write_clip_gguf(const std::string& path, const std::map<std::string, Tensor>& canonical, const ModelConfig& c,
                      const std::vector<std::string>& tokens, GgmlType weight_type, const std::vector<float>& mean,
                      const std::vector<float>& stddev, const std::string& name) {
   if (c.vision.is_resnet()) throw Error(path + ": clip.cpp's GGUF holds ViT towers only; this model has a ResNet");
+  const NamedTensors hf = tensors_for_scheme(canonical, c, NamingScheme::HuggingFace);
   GgufWriter w;
   w.add_string("general.architecture", "clip");
   w.add_bool("clip.has_text_encoder", true);

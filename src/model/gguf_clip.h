@@ -5,6 +5,7 @@
 // pre_ln, post_ln, text_projection/visual_projection), hyper-parameters under clip.text.* and
 // clip.vision.*, the token list in tokenizer.ggml.tokens. ViT towers only (clip.cpp has no
 // ResNet). The files carry no logit_scale: ln(100), CLIP's trained value, is used.
+#include <map>
 #include <string>
 #include <vector>
 
@@ -23,10 +24,10 @@ ModelConfig clip_gguf_config(const GgufFile& file);
 // to f32), plus "logit_scale"; unknown names are an error naming them.
 NamedTensors clip_gguf_hf_tensors(const GgufFile& file, const ModelConfig& config);
 
-// Writes `hf_tensors` (tensors_for_scheme(..., HuggingFace)) as clip.cpp writes a model of
-// `file_type` f32 or f16, with every 2-D weight in `weight_type` (f32, f16, q8_0, q4_0) and the
+// Writes the model's `canonical` tensors (OpenAI names, as loaded) as clip.cpp writes a model of
+// `file_type` f32 or f16 (under Hugging Face's names, which it derives its own from), with every 2-D weight in `weight_type` (f32, f16, q8_0, q4_0) and the
 // 4-D patch embedding in f16, and `tokens` as the token list. Atomic.
-void write_clip_gguf(const std::string& path, const NamedTensors& hf_tensors, const ModelConfig& config,
+void write_clip_gguf(const std::string& path, const std::map<std::string, Tensor>& canonical, const ModelConfig& config,
                      const std::vector<std::string>& tokens, GgmlType weight_type, const std::vector<float>& image_mean,
                      const std::vector<float>& image_std, const std::string& name);
 
