@@ -1,4 +1,4 @@
-// One training step of the ModifiedResNet image tower (train/resnet_tower.h): forward in
+// One training step of the ModifiedResNet image tower (nn/resnet_tower.h): forward in
 // training mode (batch statistics, running-statistics update), the contrastive loss against
 // fixed random text features, backward into the parameter gradients. No optimizer (AdamW is
 // elementwise over the parameters: ~40 ms for RN50's 38M, next to seconds of convolutions).
@@ -20,11 +20,12 @@
 #include <vector>
 
 #include "train/loss.h"
-#include "train/resnet_tower.h"
+#include "nn/resnet_tower.h"
 #include "train_bench_main.h"
 
 using namespace clip;
 using namespace clip::train;
+using namespace clip::nn;
 
 namespace {
 

@@ -23,6 +23,7 @@
 
 using namespace clip;
 using namespace clip::train;
+using namespace clip::nn;
 
 namespace {
 
@@ -76,7 +77,7 @@ ModelConfig vit_b32() {
 }
 
 void run(benchmark::State& state, const ModelConfig& c, int64_t N, int64_t micro, bool recompute) {
-  TrainableClip<float> model(c);
+  ClipNetwork<float> model(c);
   model.init_openai(1);
   model.set_recompute(recompute);
   TrainConfig tc;

@@ -23,13 +23,14 @@
 #include "text/bpe_train.h"
 #include "text/tokenizer.h"
 #include "train/checkpoint.h"
-#include "train/clip_trainable.h"
-#include "train/rng.h"
+#include "nn/clip_network.h"
+#include "nn/rng.h"
 #include "train/run.h"
 #include "train/trainer.h"
 
 using namespace clip;
 using namespace clip::train;
+using namespace clip::nn;
 namespace fs = std::filesystem;
 
 namespace {
@@ -64,7 +65,7 @@ void expect_close(const std::vector<float>& a, const std::vector<float>& b, cons
 }
 
 void round_trip(const ModelConfig& c, bool directory) {
-  TrainableClip<float> m(c);
+  ClipNetwork<float> m(c);
   m.init_openai(17);
   std::mt19937 gen(1);
   std::normal_distribution<float> d(0.f, 0.05f);
@@ -85,7 +86,7 @@ void round_trip(const ModelConfig& c, bool directory) {
   EXPECT_EQ(ck.config.activation, c.activation);
 
   // Loading back into a trainable model is exact.
-  TrainableClip<float> back(c);
+  ClipNetwork<float> back(c);
   back.load(ck.tensors, /*ignore_unknown=*/false);
   EXPECT_EQ(std::vector<float>(back.params(), back.params() + back.num_params()),
             std::vector<float>(m.params(), m.params() + m.num_params()));
@@ -235,7 +236,7 @@ std::string tiny_vocab(const fs::path& dir) {
   return dir.string();
 }
 
-std::vector<float> params_of(const TrainableClip<float>& m) {
+std::vector<float> params_of(const ClipNetwork<float>& m) {
   return std::vector<float>(m.params(), m.params() + m.num_params());
 }
 
@@ -251,7 +252,7 @@ std::vector<std::string> read_lines(const fs::path& p) {
 TEST(TrainCheckpoint, FullTrainingStateRoundTripsAndIsAModelDirectory) {
   const fs::path d = scratch("roundtrip");
   const ModelConfig c = tiny_config();
-  TrainableClip<float> m(c);
+  ClipNetwork<float> m(c);
   m.init_openai(3);
   Trainer<float> tr(m, train_config(10));
   SyntheticSource src(c, 4, 12, 5);
@@ -276,7 +277,7 @@ TEST(TrainCheckpoint, FullTrainingStateRoundTripsAndIsAModelDirectory) {
   EXPECT_EQ(read_text_file((d / "checkpoints" / "latest").string()), "step_00000003\n");
   EXPECT_EQ(latest_checkpoint((d / "checkpoints").string()).value(), dir);
 
-  TrainableClip<float> m2(c);
+  ClipNetwork<float> m2(c);
   m2.init_openai(99);
   Trainer<float> tr2(m2, train_config(10));
   const TrainState back = load_checkpoint_into(dir, m2, tr2.optimizer());
@@ -310,7 +311,7 @@ TEST(TrainCheckpoint, FullTrainingStateRoundTripsAndIsAModelDirectory) {
   // Another architecture refuses the moments.
   ModelConfig other = c;
   other.text.layers = 1;
-  TrainableClip<float> m3(other);
+  ClipNetwork<float> m3(other);
   Trainer<float> tr3(m3, train_config(10));
   EXPECT_THROW(load_checkpoint_into(dir, m3, tr3.optimizer()), Error);
 }
@@ -319,7 +320,7 @@ TEST(TrainCheckpoint, LeftoverTemporaryDirectoriesAreIgnoredAndRemoved) {
   const fs::path d = scratch("leftovers");
   const fs::path ck = d / "checkpoints";
   const ModelConfig c = tiny_config();
-  TrainableClip<float> m(c);
+  ClipNetwork<float> m(c);
   m.init_openai(1);
   AdamW<float> opt(m, AdamWConfig{});
   TrainState st;
@@ -343,7 +344,7 @@ TEST(TrainCheckpoint, LeftoverTemporaryDirectoriesAreIgnoredAndRemoved) {
   // Saving the same step again replaces it.
   m.params()[0] += 1.0f;
   save_checkpoint(ck.string(), m, opt, st, extras);
-  TrainableClip<float> m2(c);
+  ClipNetwork<float> m2(c);
   AdamW<float> opt2(m2, AdamWConfig{});
   load_checkpoint_into((ck / "step_00000002").string(), m2, opt2);
   EXPECT_EQ(params_of(m2), params_of(m));
@@ -353,7 +354,7 @@ TEST(TrainCheckpoint, LeftoverTemporaryDirectoriesAreIgnoredAndRemoved) {
 TEST(TrainCheckpoint, PruningKeepsTheNewestAndEveryNth) {
   const fs::path d = scratch("prune");
   const fs::path ck = d / "checkpoints";
-  TrainableClip<float> m(tiny_config());
+  ClipNetwork<float> m(tiny_config());
   m.init_openai(1);
   AdamW<float> opt(m, AdamWConfig{});
   ModelDirectoryExtras extras;
@@ -388,7 +389,7 @@ struct RunOutcome {
 RunOutcome train_session(const fs::path& out, int64_t total, int64_t stop_after, bool resume,
                          const ModelDirectoryExtras& extras) {
   const ModelConfig c = tiny_config();
-  TrainableClip<float> m(c);
+  ClipNetwork<float> m(c);
   m.init_openai(7);
   Trainer<float> tr(m, train_config(total));
   SyntheticSource src(c, 4, 14, 11);  // 3 batches per epoch (2 samples dropped)
@@ -413,7 +414,7 @@ RunOutcome train_session(const fs::path& out, int64_t total, int64_t stop_after,
   }
   run.start(from);
   // Validation reads the model at another batch size: it must not disturb training.
-  Validator val = [&c](TrainableClip<float>& model) {
+  Validator val = [&c](ClipNetwork<float>& model) {
     std::vector<float> px(size_t(7) * 3 * 32 * 32, 0.25f), f(size_t(7) * c.embed_dim);
     model.forward_image(px.data(), 7, f.data());
     return std::vector<std::pair<std::string, double>>{{"val/feature0", double(f[0])}};
@@ -500,7 +501,7 @@ TEST(TrainCheckpoint, ResumedRunIsBitwiseEqualToAnUninterruptedOne) {
 TEST(TrainCheckpoint, FailedSaveLeavesTheEarlierCheckpointIntact) {
   const fs::path d = scratch("fullsave");
   const fs::path ck = d / "checkpoints";
-  TrainableClip<float> m(tiny_config());
+  ClipNetwork<float> m(tiny_config());
   m.init_openai(1);
   AdamW<float> opt(m, AdamWConfig{});
   ModelDirectoryExtras extras;
@@ -543,7 +544,7 @@ TEST(TrainCheckpoint, FailedSaveLeavesTheEarlierCheckpointIntact) {
   for (auto& e : fs::directory_iterator(ck))
     EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << e.path();
   EXPECT_EQ(read_file((ck / "step_00000001" / "open_clip_model.safetensors").string()), before);
-  TrainableClip<float> m2(tiny_config());
+  ClipNetwork<float> m2(tiny_config());
   AdamW<float> opt2(m2, AdamWConfig{});
   EXPECT_EQ(load_checkpoint_into(all[0].second, m2, opt2).step, 1);
 }

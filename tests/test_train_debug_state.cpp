@@ -30,13 +30,14 @@
 #include <vector>
 
 #include "core/safetensors.h"
-#include "train/clip_trainable.h"
+#include "nn/clip_network.h"
 #include "train/grad_accum.h"
-#include "train/resnet_tower.h"
+#include "nn/resnet_tower.h"
 #include "train/trainer.h"
 
 using namespace clip;
 using namespace clip::train;
+using namespace clip::nn;
 
 namespace {
 
@@ -100,7 +101,7 @@ Reference load_reference(const std::string& path = kPath) {
 }
 
 template <typename T>
-std::map<std::string, Tensor> initial_params(const Reference& ref, const TrainableClip<T>& m) {
+std::map<std::string, Tensor> initial_params(const Reference& ref, const ClipNetwork<T>& m) {
   std::map<std::string, Tensor> out;
   std::set<std::string> ours;
   for (const auto& e : m.parameters()) ours.insert(e.name);
@@ -144,7 +145,7 @@ void accumulate_diff(Diff& d, const std::string& name, const A* a, const std::ve
 
 // Gradients of the initial parameters: ours (type T) vs the tensors "<prefix><name>".
 template <typename T>
-Diff compare_grads(const Reference& ref, TrainableClip<T>& m, const std::string& prefix) {
+Diff compare_grads(const Reference& ref, ClipNetwork<T>& m, const std::string& prefix) {
   Diff d;
   for (const auto& e : m.parameters())
     accumulate_diff(d, e.name, m.grads() + e.offset, ref.get(prefix + e.name), 1e-5, 1e-7);
@@ -165,7 +166,7 @@ void erase_range(V& v, std::pair<size_t, size_t> r) {
 
 // skip_key_bias: leave out the key biases (key_bias_range; see below).
 template <typename T>
-Diff compare_params(const Reference& ref, TrainableClip<T>& m, const std::string& prefix,
+Diff compare_params(const Reference& ref, ClipNetwork<T>& m, const std::string& prefix,
                     bool skip_key_bias = false) {
   Diff d;
   for (const auto& e : m.parameters()) {
@@ -179,7 +180,7 @@ Diff compare_params(const Reference& ref, TrainableClip<T>& m, const std::string
   }
   return d;
 }
-Diff compare_ref(const Reference& ref, const TrainableClip<float>& m, const std::string& a_prefix,
+Diff compare_ref(const Reference& ref, const ClipNetwork<float>& m, const std::string& a_prefix,
                  const std::string& b_prefix, double rtol, double atol,
                  bool skip_key_bias = false) {
   Diff d;
@@ -211,7 +212,7 @@ TrainConfig train_config(const Reference& ref) {
 // Batch-norm running statistics after the steps: ours vs the tensors "<prefix><name>" (none
 // for a ViT). rtol/atol as accumulate_diff.
 template <typename T>
-Diff compare_running_stats(const Reference& ref, const TrainableClip<T>& m,
+Diff compare_running_stats(const Reference& ref, const ClipNetwork<T>& m,
                            const std::string& prefix, double rtol, double atol) {
   Diff d;
   if (!m.resnet()) return d;
@@ -243,7 +244,7 @@ void print(const char* what, const Diff& d) {
 
 TEST(TrainDebugState, WeightDecayGroupsMatchTheRule) {
   const Reference ref = load_reference();
-  TrainableClip<float> m(ref.config);
+  ClipNetwork<float> m(ref.config);
   // The decayed parameters: exactly the matrices that are not embeddings.
   std::set<std::string> decayed;
   for (const auto& e : m.parameters())
@@ -263,7 +264,7 @@ TEST(TrainDebugState, WeightDecayGroupsMatchTheRule) {
 
 // float64: the math, checked at the tolerances against torch's float64 run.
 void check_float64(const Reference& ref) {
-  TrainableClip<double> m(ref.config);
+  ClipNetwork<double> m(ref.config);
   m.load(initial_params(ref, m));
   const auto r = contrastive_gradients(m, ref.pixels.data(), ref.ids.data(), ref.N);
   const double loss64 = ref.get("loss64")[0];
@@ -272,7 +273,7 @@ void check_float64(const Reference& ref) {
   print("float64 grads vs torch float64", g);
   EXPECT_LE(g.worst, 1.0) << g.worst_name;
 
-  TrainableClip<double> m2(ref.config);
+  ClipNetwork<double> m2(ref.config);
   m2.load(initial_params(ref, m2));
   Trainer<double> trainer(m2, train_config<double>(ref));
   for (int s = 0; s < int(ref.hp["steps"]); ++s) trainer.step(ref.pixels.data(), ref.ids.data(), ref.N);
@@ -381,7 +382,7 @@ TensorSet of_arena(const T* arena, const std::vector<ParamEntry>& entries,
 }
 
 TensorSet float32_gradients(const Reference& ref, bool image_training = true) {
-  TrainableClip<float> m(ref.config);
+  ClipNetwork<float> m(ref.config);
   m.load(initial_params(ref, m));
   m.set_image_training(image_training);
   contrastive_gradients(m, ref.pixels.data(), ref.ids.data(), ref.N);
@@ -390,7 +391,7 @@ TensorSet float32_gradients(const Reference& ref, bool image_training = true) {
 
 // Parameters after the reference's AdamW steps (key biases left out: see check_float32).
 TensorSet float32_steps(const Reference& ref, TrainConfig tc) {
-  TrainableClip<float> m(ref.config);
+  ClipNetwork<float> m(ref.config);
   m.load(initial_params(ref, m));
   Trainer<float> trainer(m, tc);
   for (int s = 0; s < int(ref.hp["steps"]); ++s) trainer.step(ref.pixels.data(), ref.ids.data(), ref.N);
@@ -399,7 +400,7 @@ TensorSet float32_steps(const Reference& ref, TrainConfig tc) {
 
 // float32: against torch's float32 run, and against the float64 truth with the criterion above.
 void check_float32(const Reference& ref) {
-  TrainableClip<float> m(ref.config);
+  ClipNetwork<float> m(ref.config);
   m.load(initial_params(ref, m));
   const auto r = contrastive_gradients(m, ref.pixels.data(), ref.ids.data(), ref.N);
   const double loss32 = ref.get("loss")[0];
@@ -420,7 +421,7 @@ void check_float32(const Reference& ref) {
   print("float32 grads vs torch float64, per tensor", g);
   EXPECT_LE(g.worst, 1.0) << g.worst_name;
 
-  TrainableClip<float> m2(ref.config);
+  ClipNetwork<float> m2(ref.config);
   m2.load(initial_params(ref, m2));
   Trainer<float> trainer(m2, train_config<float>(ref));
   const auto step_loss = ref.get("step.loss"), step_norm = ref.get("step.grad_norm"),
@@ -467,7 +468,7 @@ void check_float32(const Reference& ref) {
 //    the nonzero entries of each tensor with at least 16 of them, one tensor at a time;
 //  - the decoupled weight-decay term dropped from AdamW (parameters after the steps).
 void check_criterion_catches_bugs(const Reference& ref) {
-  TrainableClip<float> shape(ref.config);
+  ClipNetwork<float> shape(ref.config);
   const auto& entries = shape.parameters();
   const TensorSet truth = stored(ref, "grad64.", entries), torch32 = stored(ref, "grad.", entries);
   const TensorSet good = float32_gradients(ref);

@@ -6,13 +6,14 @@
 #include <random>
 #include <vector>
 
-#include "train/clip_trainable.h"
+#include "nn/clip_network.h"
 #include "train/grad_accum.h"
 #include "train/optimizer.h"
 #include "train/trainer.h"
 
 using namespace clip;
 using namespace clip::train;
+using namespace clip::nn;
 
 namespace {
 
@@ -57,7 +58,7 @@ Batch make_batch(const ModelConfig& c, int64_t N, uint32_t seed) {
 }
 
 template <typename T>
-void expect_grads_close(const TrainableClip<T>& a, const TrainableClip<T>& b, double rtol,
+void expect_grads_close(const ClipNetwork<T>& a, const ClipNetwork<T>& b, double rtol,
                         const char* what) {
   for (const auto& e : a.parameters()) {
     double scale = 0, diff = 0;
@@ -76,7 +77,7 @@ template <typename T>
 void check_accumulation(double rtol) {
   const ModelConfig c = tiny_config();
   const Batch batch = make_batch(c, 7, 1);
-  TrainableClip<T> whole(c), micro(c);
+  ClipNetwork<T> whole(c), micro(c);
   whole.init_openai(5);
   micro.init_openai(5);
   const double l1 = contrastive_gradients(whole, batch.pixels.data(), batch.ids.data(), batch.N).loss;
@@ -99,7 +100,7 @@ TEST(TrainGradAccum, MicroBatchesGiveTheWholeBatchGradientDouble) { check_accumu
 TEST(TrainGradAccum, FrozenTowerGetsNoGradientAndNoUpdate) {
   const ModelConfig c = tiny_config();
   const Batch batch = make_batch(c, 4, 2);
-  TrainableClip<float> full(c), locked(c);
+  ClipNetwork<float> full(c), locked(c);
   full.init_openai(9);
   locked.init_openai(9);
   contrastive_gradients(full, batch.pixels.data(), batch.ids.data(), batch.N);
@@ -156,7 +157,7 @@ TEST(TrainOptimizer, GlobalNormClipping) {
 TEST(TrainOptimizer, LogitScaleClampedToLn100AndZero) {
   const ModelConfig c = tiny_config();
   for (float start : {5.0f, -0.5f}) {
-    TrainableClip<float> m(c);
+    ClipNetwork<float> m(c);
     m.init_openai(1);
     m.logit_scale_ref() = start;
     m.zero_grad();
@@ -164,14 +165,14 @@ TEST(TrainOptimizer, LogitScaleClampedToLn100AndZero) {
     opt.step(0.0);  // lr 0: only the clamp acts
     EXPECT_FLOAT_EQ(m.logit_scale(), start > 0 ? float(std::log(100.0)) : 0.0f);
   }
-  TrainableClip<float> m(c);
+  ClipNetwork<float> m(c);
   EXPECT_FLOAT_EQ(m.logit_scale(), float(std::log(1 / 0.07)));  // CLIP's initial temperature
 }
 
 TEST(TrainOptimizer, AdamWFirstStepByHand) {
   // One element through torch.optim.AdamW's formulas, decayed and not.
   const ModelConfig c = tiny_config();
-  TrainableClip<double> m(c);
+  ClipNetwork<double> m(c);
   m.init_openai(3);
   m.zero_grad();
   const ParamEntry& w = m.entry("visual.proj");            // decayed
@@ -199,7 +200,7 @@ TEST(TrainOptimizer, AdamWFirstStepByHand) {
 TEST(TrainSeeding, SameSeedSameModelAndSameTraining) {
   const ModelConfig c = tiny_config();
   const Batch batch = make_batch(c, 4, 3);
-  TrainableClip<float> a(c), b(c), other(c);
+  ClipNetwork<float> a(c), b(c), other(c);
   a.init_openai(123);
   b.init_openai(123);
   other.init_openai(124);
@@ -225,7 +226,7 @@ TEST(TrainSeeding, SameSeedSameModelAndSameTraining) {
 TEST(TrainModel, TrainingReducesTheLoss) {
   const ModelConfig c = tiny_config();
   const Batch batch = make_batch(c, 8, 4);
-  TrainableClip<float> m(c);
+  ClipNetwork<float> m(c);
   m.init_openai(7);
   TrainConfig tc;
   tc.adamw.lr = 2e-3;
@@ -245,7 +246,7 @@ TEST(TrainModel, TrainingReducesTheLoss) {
 
 TEST(TrainModel, BadInputsAreErrors) {
   const ModelConfig c = tiny_config();
-  TrainableClip<float> m(c);
+  ClipNetwork<float> m(c);
   std::vector<int32_t> ids(size_t(c.text.context_length), 0);
   ids[0] = c.text.vocab_size;  // out of range
   std::vector<float> f(size_t(c.embed_dim));
@@ -253,14 +254,14 @@ TEST(TrainModel, BadInputsAreErrors) {
   EXPECT_THROW(m.backward_image(f.data()), clip::Error);  // no forward yet
   ModelConfig bad = c;
   bad.vision.patch_size = 5;  // 16 is not a multiple of 5
-  EXPECT_THROW(TrainableClip<float>{bad}, clip::Error);
+  EXPECT_THROW(ClipNetwork<float>{bad}, clip::Error);
   EXPECT_THROW(m.entry("no.such.parameter"), clip::Error);
 }
 
 TEST(TrainGradAccum, ActivationRecomputationGivesIdenticalGradients) {
   const ModelConfig c = tiny_config();
   const Batch batch = make_batch(c, 5, 6);
-  TrainableClip<float> plain(c), recomputed(c);
+  ClipNetwork<float> plain(c), recomputed(c);
   plain.init_openai(8);
   recomputed.init_openai(8);
   recomputed.set_recompute(true);

@@ -15,12 +15,13 @@
 #include <vector>
 
 #include "fd_check.h"
-#include "train/clip_trainable.h"
+#include "nn/clip_network.h"
 #include "train/grad_accum.h"
-#include "train/layers.h"
+#include "nn/layers.h"
 #include "train/loss.h"
 
 using namespace clip::train;
+using namespace clip::nn;
 using clip::test::fd_check;
 using clip::test::Input;
 using clip::test::random_vec;
@@ -287,7 +288,7 @@ void make_batch(const clip::ModelConfig& c, int64_t N, std::vector<float>& pixel
 TEST(TrainLayers, WholeModelFiniteDifferences) {
   for (auto act : {clip::Activation::QuickGELU, clip::Activation::GELU}) {
     const clip::ModelConfig c = tiny_config(act);
-    TrainableClip<double> model(c);
+    ClipNetwork<double> model(c);
     model.init_openai(42);
     // Move LayerNorm gains and biases off their init so every path is exercised.
     std::mt19937 gen(3);

@@ -13,9 +13,9 @@
 #include <vector>
 
 #include "fd_check.h"
-#include "train/layers.h"
+#include "nn/layers.h"
 
-using namespace clip::train;
+using namespace clip::nn;
 using clip::test::fd_check;
 using clip::test::Input;
 using clip::test::random_vec;

@@ -47,15 +47,16 @@
 #include "test_support.h"
 #include "model/clip_model.h"
 #include "model/weights.h"
-#include "train/clip_trainable.h"
-#include "train/conv_layers.h"
+#include "nn/clip_network.h"
+#include "nn/conv_layers.h"
 #include "train/grad_accum.h"
 #include "train/loss.h"
-#include "train/resnet_tower.h"
+#include "nn/resnet_tower.h"
 #include "train/trainer.h"
 
 using namespace clip;
 using namespace clip::train;
+using namespace clip::nn;
 using clip::test::fd_check;
 using clip::test::Input;
 using clip::test::random_vec;
@@ -440,7 +441,7 @@ TEST(TrainResNet, StateDictRoundTrip) {
 }
 
 // bind(): the tower computes with, and accumulates into, ranges of someone else's arenas
-// (how TrainableClip would hold it: its image range).
+// (how ClipNetwork would hold it: its image range).
 TEST(TrainResNet, BindExternalArena) {
   ResNetTower<double> own(tiny_vision(), 16), bound(tiny_vision(), 16);
   own.init_openai(9);
@@ -818,7 +819,7 @@ TEST(TrainResNetSlow, Rn50MatchesTorch) {
               r32.worst_name.c_str());
 }
 
-// ------------------------------------------------------------------ inside TrainableClip
+// ------------------------------------------------------------------ inside ClipNetwork
 
 namespace {
 
@@ -863,7 +864,7 @@ std::vector<float> running_stats(const ResNetTower<float>& t) {
 // decay rule applies to it, and init_openai draws the tower's initialisation first.
 TEST(TrainResNetClip, LayoutInitAndWeightDecay) {
   const ModelConfig c = tiny_resnet_clip();
-  TrainableClip<float> m(c);
+  ClipNetwork<float> m(c);
   ASSERT_NE(m.resnet(), nullptr);
   ResNetTower<float> tower(c.vision, c.embed_dim);
   const auto [begin, end] = m.tower_range(Tower::Image);
@@ -884,7 +885,7 @@ TEST(TrainResNetClip, LayoutInitAndWeightDecay) {
   m.init_openai(11);
   tower.init_openai(11);
   for (size_t i = 0; i < tower.num_params(); ++i) ASSERT_EQ(m.params()[i], tower.params()[i]) << i;
-  TrainableClip<float> again(c);
+  ClipNetwork<float> again(c);
   again.init_openai(11);
   EXPECT_EQ(std::vector<float>(m.params(), m.params() + m.num_params()),
             std::vector<float>(again.params(), again.params() + again.num_params()));
@@ -898,7 +899,7 @@ TEST(TrainResNetClip, LayoutInitAndWeightDecay) {
 // mode; the state dict carries the running statistics and round-trips through load().
 TEST(TrainResNetClip, SavedModelLoadsForInferenceWithTheSameFeatures) {
   const ModelConfig c = tiny_resnet_clip();
-  TrainableClip<float> m(c);
+  ClipNetwork<float> m(c);
   m.init_openai(4);
   for (const ParamEntry& e : m.parameters())  // live residual branches, non-trivial affine
     if (e.name.find("bn") != std::string::npos)
@@ -935,7 +936,7 @@ TEST(TrainResNetClip, SavedModelLoadsForInferenceWithTheSameFeatures) {
   EXPECT_LE(max_text, 1e-5);
   EXPECT_EQ(m.resnet()->batch_norms()[0].num_batches_tracked, 3);  // evaluation: not counted
 
-  TrainableClip<float> copy(c);
+  ClipNetwork<float> copy(c);
   copy.load(m.state_dict(), /*ignore_unknown=*/false);
   EXPECT_EQ(running_stats(*copy.resnet()), running_stats(*m.resnet()));
   EXPECT_EQ(std::vector<float>(copy.params(), copy.params() + copy.num_params()),
@@ -950,7 +951,7 @@ TEST(TrainResNetClip, MicroBatchesUpdateTheRunningStatisticsOnce) {
   const int64_t N = 8;
   const auto px = random_pixels(N, 64, 8);
   const auto ids = random_ids(N, c, 9);
-  TrainableClip<float> m(c);
+  ClipNetwork<float> m(c);
   m.init_openai(2);
   GradientOptions go;
   go.micro_batch = 4;
@@ -965,7 +966,7 @@ TEST(TrainResNetClip, MicroBatchesUpdateTheRunningStatisticsOnce) {
   t.forward(px.data() + 4 * per, 4, f.data());
   EXPECT_EQ(running_stats(*m.resnet()), running_stats(t));
   // A frozen image tower is in evaluation mode: a step leaves its statistics alone.
-  TrainableClip<float> frozen(c);
+  ClipNetwork<float> frozen(c);
   frozen.init_openai(2);
   TrainConfig tc;
   tc.freeze_image = true;

@@ -37,7 +37,7 @@
 #include "text/tokenizer.h"
 #include "text/vocabulary.h"
 #include "train/checkpoint.h"
-#include "train/clip_trainable.h"
+#include "nn/clip_network.h"
 #include "train/run.h"
 #include "train/trainer.h"
 #include "vision/image.h"
@@ -282,13 +282,13 @@ class Validation {
   }
   bool enabled() const { return val_ || zs_; }
 
-  std::vector<std::pair<std::string, double>> operator()(train::TrainableClip<float>& m) {
+  std::vector<std::pair<std::string, double>> operator()(nn::ClipNetwork<float>& m) {
     // A ResNet tower is evaluated as it will be used: batch norm with its running statistics
     // (and without updating them); training mode again afterwards.
     struct EvalMode {
-      train::TrainableClip<float>& m;
+      nn::ClipNetwork<float>& m;
       bool was;
-      explicit EvalMode(train::TrainableClip<float>& model) : m(model), was(model.image_training()) {
+      explicit EvalMode(nn::ClipNetwork<float>& model) : m(model), was(model.image_training()) {
         m.set_image_training(false);
       }
       ~EvalMode() { m.set_image_training(was); }
@@ -325,7 +325,7 @@ class Validation {
   }
 
  private:
-  std::vector<float> image_features(train::TrainableClip<float>& m, const data::Dataset& d) {
+  std::vector<float> image_features(nn::ClipNetwork<float>& m, const data::Dataset& d) {
     const int S = pp_.image_size, dim = m.config().embed_dim;
     const size_t per = size_t(3) * S * S;
     const int64_t n = int64_t(d.size());
@@ -348,7 +348,7 @@ class Validation {
     return out;
   }
 
-  void encode_texts(train::TrainableClip<float>& m, const std::vector<std::string>& texts, std::vector<float>& out) {
+  void encode_texts(nn::ClipNetwork<float>& m, const std::vector<std::string>& texts, std::vector<float>& out) {
     const int ctx = m.config().text.context_length, dim = m.config().embed_dim;
     out.assign(texts.size() * size_t(dim), 0.f);
     for (size_t i = 0; i < texts.size(); i += size_t(batch_)) {
@@ -543,7 +543,7 @@ void run_train(Cli& cli) {
     throw Error(vocab_source + ": the tokenizer has " + std::to_string(tok->vocab_size()) +
                 " tokens but the model's token embedding has " + std::to_string(mc.text.vocab_size) + " rows");
 
-  train::TrainableClip<float> model(mc);
+  nn::ClipNetwork<float> model(mc);
   if (checkpoint.empty()) {
     model.init_openai(uint64_t(cfg["seed"].get<int64_t>()));
     if (init) model.load(init->tensors, /*ignore_unknown=*/true);
@@ -637,7 +637,7 @@ void run_train(Cli& cli) {
   if (!resume.empty() && checkpoint.empty())
     std::fprintf(stderr, "clip train: no checkpoint in %s: starting a new run\n", output.c_str());
   train::Validator validator;
-  if (validation.enabled()) validator = [&validation](train::TrainableClip<float>& m) { return validation(m); };
+  if (validation.enabled()) validator = [&validation](nn::ClipNetwork<float>& m) { return validation(m); };
   const std::atomic<int>& stop = enable_graceful_stop();
   const train::RunResult r = run.run(&stop, validator);
   // The graceful stop stays on until exit: a signal that lands after the last step (while the

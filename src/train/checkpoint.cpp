@@ -21,6 +21,8 @@
 #include "model/weights.h"
 
 namespace clip::train {
+
+using namespace clip::nn;
 namespace {
 
 namespace fs = std::filesystem;
@@ -61,7 +63,7 @@ const char* resize_mode_name(ResizeMode m) {
 
 // A fingerprint of the parameter arena's layout (names, shapes, offsets): moments saved for
 // one layout are never loaded into another.
-std::string layout_fingerprint(const TrainableClip<float>& model) {
+std::string layout_fingerprint(const ClipNetwork<float>& model) {
   uint64_t h = 0xcbf29ce484222325ull;
   auto mix = [&h](const std::string& s) {
     for (unsigned char c : s) {
@@ -199,7 +201,7 @@ std::vector<std::pair<std::string, std::vector<uint8_t>>> vocabulary_files(const
   return out;
 }
 
-void write_trained_model_directory(const std::string& dir, const TrainableClip<float>& model,
+void write_trained_model_directory(const std::string& dir, const ClipNetwork<float>& model,
                                    const ModelDirectoryExtras& extras) {
   std::error_code ec;
   fs::create_directories(dir, ec);
@@ -278,7 +280,7 @@ int remove_temporary_checkpoints(const std::string& checkpoints_dir) {
   return n;
 }
 
-std::string save_checkpoint(const std::string& checkpoints_dir, const TrainableClip<float>& model,
+std::string save_checkpoint(const std::string& checkpoints_dir, const ClipNetwork<float>& model,
                             const AdamW<float>& optimizer, const TrainState& state,
                             const ModelDirectoryExtras& extras) {
   std::error_code ec;
@@ -374,7 +376,7 @@ TrainState read_train_state(const std::string& checkpoint_dir) {
   return read_state_file(SafetensorsFile::open(path)).state;
 }
 
-TrainState load_checkpoint_into(const std::string& checkpoint_dir, TrainableClip<float>& model,
+TrainState load_checkpoint_into(const std::string& checkpoint_dir, ClipNetwork<float>& model,
                                 AdamW<float>& optimizer) {
   const std::string path = (fs::path(checkpoint_dir) / kStateFile).string();
   std::error_code ec;

@@ -23,11 +23,14 @@
 #include <vector>
 
 #include "data/loader.h"
-#include "train/clip_trainable.h"
+#include "nn/clip_network.h"
 #include "train/optimizer.h"
 #include "vision/preprocess.h"
 
 namespace clip::train {
+
+// Training is built on the networks (src/nn): their names are used here unqualified.
+using namespace clip::nn;
 
 // What a model directory carries besides the weights and the architecture.
 struct ModelDirectoryExtras {
@@ -46,7 +49,7 @@ std::vector<std::pair<std::string, std::vector<uint8_t>>> vocabulary_files(const
 // Writes a complete model directory (weights, open_clip_config.json with preprocess_cfg,
 // vocabulary copies) into `dir`, creating it. Every file is written and fsynced; not atomic as
 // a whole (save_checkpoint and the final model go through a temporary directory).
-void write_trained_model_directory(const std::string& dir, const TrainableClip<float>& model,
+void write_trained_model_directory(const std::string& dir, const ClipNetwork<float>& model,
                                    const ModelDirectoryExtras& extras);
 
 // The part of a run's state that is not a tensor.
@@ -83,7 +86,7 @@ int remove_temporary_checkpoints(const std::string& checkpoints_dir);
 // as they were. An existing checkpoint of the same step is replaced.
 // Test hook: CLIP_TEST_SLOW_SAVE=<ms> sleeps that long before each file, so that tests can
 // kill a run in the middle of a save.
-std::string save_checkpoint(const std::string& checkpoints_dir, const TrainableClip<float>& model,
+std::string save_checkpoint(const std::string& checkpoints_dir, const ClipNetwork<float>& model,
                             const AdamW<float>& optimizer, const TrainState& state,
                             const ModelDirectoryExtras& extras);
 
@@ -97,7 +100,7 @@ TrainState read_train_state(const std::string& checkpoint_dir);
 // Loads the parameters and the optimizer moments of a checkpoint into `model` and `optimizer`
 // (which must have the checkpoint's architecture: clip::Error otherwise), sets the optimizer's
 // step counter, and returns the state (the caller restores the trainer's step and the loader).
-TrainState load_checkpoint_into(const std::string& checkpoint_dir, TrainableClip<float>& model,
+TrainState load_checkpoint_into(const std::string& checkpoint_dir, ClipNetwork<float>& model,
                                 AdamW<float>& optimizer);
 
 // fsync of a file or directory by path; throws clip::Error naming it on failure.

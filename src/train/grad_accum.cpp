@@ -8,8 +8,10 @@
 
 namespace clip::train {
 
+using namespace clip::nn;
+
 template <typename T>
-ClipLossResult<T> contrastive_gradients(TrainableClip<T>& model, const float* pixels,
+ClipLossResult<T> contrastive_gradients(ClipNetwork<T>& model, const float* pixels,
                                         const int32_t* ids, int64_t N,
                                         const GradientOptions& options) {
   if (N < 1) throw Error("training: empty batch");
@@ -62,10 +64,10 @@ ClipLossResult<T> contrastive_gradients(TrainableClip<T>& model, const float* pi
   return r;
 }
 
-template ClipLossResult<float> contrastive_gradients<float>(TrainableClip<float>&, const float*,
+template ClipLossResult<float> contrastive_gradients<float>(ClipNetwork<float>&, const float*,
                                                             const int32_t*, int64_t,
                                                             const GradientOptions&);
-template ClipLossResult<double> contrastive_gradients<double>(TrainableClip<double>&,
+template ClipLossResult<double> contrastive_gradients<double>(ClipNetwork<double>&,
                                                               const float*, const int32_t*,
                                                               int64_t, const GradientOptions&);
 

@@ -14,10 +14,13 @@
 // (micro_batch <= 0 or >= N) the forward runs once.
 #include <cstdint>
 
-#include "train/clip_trainable.h"
+#include "nn/clip_network.h"
 #include "train/loss.h"
 
 namespace clip::train {
+
+// Training is built on the networks (src/nn): their names are used here unqualified.
+using namespace clip::nn;
 
 struct GradientOptions {
   int64_t micro_batch = 0;   // rows per micro-batch; <= 0: the whole batch at once
@@ -28,7 +31,7 @@ struct GradientOptions {
 // Zeroes the model's gradients, then fills them with d(loss)/d(parameters) for the batch
 // pixels [N, 3, S, S], ids [N, context_length]. Returns the loss.
 template <typename T>
-ClipLossResult<T> contrastive_gradients(TrainableClip<T>& model, const float* pixels,
+ClipLossResult<T> contrastive_gradients(ClipNetwork<T>& model, const float* pixels,
                                         const int32_t* ids, int64_t N,
                                         const GradientOptions& options = {});
 

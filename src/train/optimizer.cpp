@@ -12,6 +12,8 @@
 
 namespace clip::train {
 
+using namespace clip::nn;
+
 namespace {
 struct AdamScalars {
   float decay, beta1, one_minus_beta1, beta2, one_minus_beta2, bc2_sqrt, eps, step_size_neg;
@@ -97,7 +99,7 @@ double clip_grad_norm(T* grads, const std::vector<std::pair<size_t, size_t>>& ra
 }
 
 template <typename T>
-AdamW<T>::AdamW(TrainableClip<T>& model, const AdamWConfig& config)
+AdamW<T>::AdamW(ClipNetwork<T>& model, const AdamWConfig& config)
     : model_(model), config_(config), m_(model.num_params(), T(0)), v_(model.num_params(), T(0)) {
   auto bad = [](const char* name, double v, const char* rule) {
     return Error(std::string("training: AdamW ") + name + " = " + std::to_string(v) + ": must be " + rule);

@@ -11,9 +11,12 @@
 #include <cstdint>
 #include <vector>
 
-#include "train/clip_trainable.h"
+#include "nn/clip_network.h"
 
 namespace clip::train {
+
+// Training is built on the networks (src/nn): their names are used here unqualified.
+using namespace clip::nn;
 
 struct AdamWConfig {
   double lr = 5e-4;  // base learning rate (the schedule scales it per step)
@@ -40,7 +43,7 @@ inline constexpr double kMaxLogitScale = 4.605170185988092;
 template <typename T>
 class AdamW {
  public:
-  AdamW(TrainableClip<T>& model, const AdamWConfig& config);
+  AdamW(ClipNetwork<T>& model, const AdamWConfig& config);
   const AdamWConfig& config() const { return config_; }
   // A frozen tower is neither updated nor counted (its moments stay untouched).
   void set_frozen(Tower tower, bool frozen);
@@ -59,7 +62,7 @@ class AdamW {
   const std::vector<T>& exp_avg_sq() const { return v_; }
 
  private:
-  TrainableClip<T>& model_;
+  ClipNetwork<T>& model_;
   AdamWConfig config_;
   std::vector<T> m_, v_;  // same layout as the parameter arena
   bool frozen_[3] = {false, false, false};

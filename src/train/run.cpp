@@ -21,6 +21,8 @@
 
 namespace clip::train {
 
+using namespace clip::nn;
+
 namespace fs = std::filesystem;
 using nlohmann::json;
 
@@ -76,7 +78,7 @@ void publish_directory(const fs::path& tmp, const fs::path& final_dir) {
 }  // namespace
 
 struct TrainRun::Impl {
-  TrainableClip<float>& model;
+  ClipNetwork<float>& model;
   Trainer<float>& trainer;
   BatchSource& source;
   RunOptions o;
@@ -92,7 +94,7 @@ struct TrainRun::Impl {
   Clock::time_point t0;
   double elapsed_base = 0;
 
-  Impl(TrainableClip<float>& m, Trainer<float>& t, BatchSource& s, RunOptions opts)
+  Impl(ClipNetwork<float>& m, Trainer<float>& t, BatchSource& s, RunOptions opts)
       : model(m), trainer(t), source(s), o(std::move(opts)) {}
   ~Impl() {
     if (metrics) std::fclose(metrics);
@@ -155,7 +157,7 @@ struct TrainRun::Impl {
   }
 };
 
-TrainRun::TrainRun(TrainableClip<float>& model, Trainer<float>& trainer, BatchSource& source, RunOptions options)
+TrainRun::TrainRun(ClipNetwork<float>& model, Trainer<float>& trainer, BatchSource& source, RunOptions options)
     : impl_(std::make_unique<Impl>(model, trainer, source, std::move(options))) {
   Impl& m = *impl_;
   if (m.o.output.empty()) throw Error("training: no output folder");

@@ -32,6 +32,9 @@
 
 namespace clip::train {
 
+// Training is built on the networks (src/nn): their names are used here unqualified.
+using namespace clip::nn;
+
 // Where batches come from: data::PairLoader in `clip train`, synthetic batches in tests.
 class BatchSource {
  public:
@@ -59,7 +62,7 @@ struct RunOptions {
 };
 
 // Named validation metrics for the current model (e.g. {"val/i2t_r1", 0.42}).
-using Validator = std::function<std::vector<std::pair<std::string, double>>(TrainableClip<float>&)>;
+using Validator = std::function<std::vector<std::pair<std::string, double>>(ClipNetwork<float>&)>;
 
 struct RunResult {
   bool finished = false;    // total_steps reached (false: stopped by the stop flag)
@@ -70,7 +73,7 @@ struct RunResult {
 
 class TrainRun {
  public:
-  TrainRun(TrainableClip<float>& model, Trainer<float>& trainer, BatchSource& source, RunOptions options);
+  TrainRun(ClipNetwork<float>& model, Trainer<float>& trainer, BatchSource& source, RunOptions options);
   ~TrainRun();
   TrainRun(const TrainRun&) = delete;
   TrainRun& operator=(const TrainRun&) = delete;

@@ -4,8 +4,10 @@
 
 namespace clip::train {
 
+using namespace clip::nn;
+
 template <typename T>
-Trainer<T>::Trainer(TrainableClip<T>& model, const TrainConfig& config)
+Trainer<T>::Trainer(ClipNetwork<T>& model, const TrainConfig& config)
     : model_(model), config_(config), optimizer_(model, config.adamw) {
   optimizer_.set_frozen(Tower::Image, config.freeze_image);
   optimizer_.set_frozen(Tower::Text, config.freeze_text);

@@ -6,11 +6,14 @@
 // updates; logit_scale is always trained.
 #include <cstdint>
 
-#include "train/clip_trainable.h"
+#include "nn/clip_network.h"
 #include "train/grad_accum.h"
 #include "train/optimizer.h"
 
 namespace clip::train {
+
+// Training is built on the networks (src/nn): their names are used here unqualified.
+using namespace clip::nn;
 
 struct TrainConfig {
   AdamWConfig adamw;
@@ -33,7 +36,7 @@ struct StepStats {
 template <typename T>
 class Trainer {
  public:
-  Trainer(TrainableClip<T>& model, const TrainConfig& config);
+  Trainer(ClipNetwork<T>& model, const TrainConfig& config);
   StepStats step(const float* pixels, const int32_t* ids, int64_t N);
   int64_t steps_done() const { return step_; }
   // Restores the step counter (the schedule's position) when resuming from a checkpoint; the
@@ -43,7 +46,7 @@ class Trainer {
   AdamW<T>& optimizer() { return optimizer_; }
 
  private:
-  TrainableClip<T>& model_;
+  ClipNetwork<T>& model_;
   TrainConfig config_;
   AdamW<T> optimizer_;
   int64_t step_ = 0;

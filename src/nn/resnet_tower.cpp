@@ -1,4 +1,4 @@
-#include "train/resnet_tower.h"
+#include "nn/resnet_tower.h"
 
 #include <algorithm>
 #include <cmath>
@@ -6,7 +6,7 @@
 
 #include "core/error.h"
 
-namespace clip::train {
+namespace clip::nn {
 
 namespace {
 
@@ -431,4 +431,4 @@ void ResNetTower<T>::backward(const T* d_features) {
 template class ResNetTower<float>;
 template class ResNetTower<double>;
 
-}  // namespace clip::train
+}  // namespace clip::nn

@@ -5,13 +5,13 @@
 // (1x1, 3x3, 1x1 convolutions, expansion 4) whose stride is an average pool after the 3x3
 // convolution and, on the shortcut, an average pool before the 1x1 projection; and the
 // attention-pooling head. Explicit forward/backward passes over planned NHWC activation
-// buffers (train/conv_layers.h), llm.c style like TrainableClip's ViT tower.
+// buffers (nn/conv_layers.h), llm.c style like ClipNetwork's ViT tower.
 //
 // Parameters are named as in OpenAI's state dict ("visual.conv1.weight", "visual.bn1.weight",
 // "visual.layer1.0.conv1.weight", ..., "visual.layer2.0.downsample.0.weight",
 // "visual.attnpool.q_proj.weight") and laid out in its order in one arena, with a gradient
 // arena of the same layout. The tower owns both unless bind() hands it ranges of someone
-// else's arenas (TrainableClip's, whose image range would then be this tower's layout).
+// else's arenas (ClipNetwork's, whose image range would then be this tower's layout).
 // Batch-norm running statistics are buffers, not parameters: they are kept apart (never
 // optimised) and appear in state_dict() as running_mean / running_var (F32) and
 // num_batches_tracked (I64), as in OpenAI's checkpoints.
@@ -26,11 +26,11 @@
 
 #include "core/tensor.h"
 #include "model/config.h"
-#include "train/clip_trainable.h"  // ParamEntry, Tower, excluded_from_weight_decay
-#include "train/conv_layers.h"
-#include "train/rng.h"
+#include "nn/clip_network.h"  // ParamEntry, Tower, excluded_from_weight_decay
+#include "nn/conv_layers.h"
+#include "nn/rng.h"
 
-namespace clip::train {
+namespace clip::nn {
 
 // One BatchNorm2d's buffers.
 struct BatchNormBuffers {
@@ -162,4 +162,4 @@ class ResNetTower {
 extern template class ResNetTower<float>;
 extern template class ResNetTower<double>;
 
-}  // namespace clip::train
+}  // namespace clip::nn

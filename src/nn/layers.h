@@ -14,7 +14,7 @@
 //   * Layouts are PyTorch's: a Linear weight is [out, in]; conv1.weight is [D, 3, p, p].
 #include <cstdint>
 
-namespace clip::train {
+namespace clip::nn {
 
 // C[M,N] = alpha * op(A) @ op(B) + beta * C, row-major, through the backend seam
 // (clip::sgemm / clip::dgemm, core/matmul.h).
@@ -167,4 +167,4 @@ void l2norm_backward(T* dx, const T* dy, const T* y, const T* norm, int64_t M, i
 template <typename T>
 void add_inplace(T* a, const T* b, int64_t n);
 
-}  // namespace clip::train
+}  // namespace clip::nn

@@ -2,9 +2,9 @@
 // Training layers of the ModifiedResNet image tower (openai/CLIP model.py): 2-D convolution,
 // batch norm (training and evaluation mode), ReLU, non-overlapping average pooling and the
 // attention-pooling head, each as an explicit forward that keeps what its backward needs and
-// that backward (the llm.c way, like train/layers.h).
+// that backward (the llm.c way, like nn/layers.h).
 //
-// Conventions (as train/layers.h):
+// Conventions (as nn/layers.h):
 //   * T is float (training) or double (finite-difference checks, the float64 comparison).
 //   * Activations are NHWC: [N, H, W, C], channels innermost (as the inference path in
 //     core/conv.h). A 1x1 convolution and batch norm then see a row-major [N*H*W, C] matrix.
@@ -14,7 +14,7 @@
 //   * Results do not depend on the number of threads (reductions use fixed blocks).
 #include <cstdint>
 
-namespace clip::train {
+namespace clip::nn {
 
 // ---- 2-D convolution without bias (ModifiedResNet's convolutions have none) ----
 struct ConvShape {
@@ -134,4 +134,4 @@ void attnpool_backward(T* dx, const AttnPoolGrads<T>& g, const T* dout, const At
 template <typename T>
 void nchw_to_nhwc(T* out, const float* in, int64_t N, int64_t C, int64_t H, int64_t W);
 
-}  // namespace clip::train
+}  // namespace clip::nn

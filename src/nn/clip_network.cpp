@@ -1,4 +1,4 @@
-#include "train/clip_trainable.h"
+#include "nn/clip_network.h"
 
 #include <omp.h>
 
@@ -11,10 +11,10 @@
 #include "core/error.h"
 #include "core/safetensors.h"
 #include "model/checkpoint_writer.h"
-#include "train/resnet_tower.h"
-#include "train/rng.h"
+#include "nn/resnet_tower.h"
+#include "nn/rng.h"
 
-namespace clip::train {
+namespace clip::nn {
 
 bool excluded_from_weight_decay(const std::string& name, size_t ndim) {
   auto has = [&](const char* s) { return name.find(s) != std::string::npos; };
@@ -40,13 +40,13 @@ size_t append_param(std::vector<ParamEntry>& entries, std::map<std::string, size
 }
 
 template <typename T>
-size_t TrainableClip<T>::add_param(const std::string& name, std::vector<int64_t> shape,
+size_t ClipNetwork<T>::add_param(const std::string& name, std::vector<int64_t> shape,
                                    Tower tower) {
   return append_param(entries_, index_, total_, name, std::move(shape), tower);
 }
 
 template <typename T>
-std::vector<typename TrainableClip<T>::BlockParams> TrainableClip<T>::add_blocks(
+std::vector<typename ClipNetwork<T>::BlockParams> ClipNetwork<T>::add_blocks(
     const std::string& prefix, int layers, int64_t D, int64_t F, Tower tower) {
   std::vector<BlockParams> blocks;
   for (int l = 0; l < layers; ++l) {
@@ -70,7 +70,7 @@ std::vector<typename TrainableClip<T>::BlockParams> TrainableClip<T>::add_blocks
 }
 
 template <typename T>
-TrainableClip<T>::TrainableClip(const ModelConfig& config) : config_(config) {
+ClipNetwork<T>::ClipNetwork(const ModelConfig& config) : config_(config) {
   const auto& v = config.vision;
   const auto& t = config.text;
   const int64_t E = config.embed_dim;
@@ -113,7 +113,7 @@ TrainableClip<T>::TrainableClip(const ModelConfig& config) : config_(config) {
 }
 
 template <typename T>
-void TrainableClip<T>::add_vit_parameters() {
+void ClipNetwork<T>::add_vit_parameters() {
   const auto& v = config_.vision;
   const int64_t W = v.width, E = config_.embed_dim;
   patch_ = v.patch_size;
@@ -132,36 +132,36 @@ void TrainableClip<T>::add_vit_parameters() {
 }
 
 template <typename T>
-TrainableClip<T>::~TrainableClip() = default;
+ClipNetwork<T>::~ClipNetwork() = default;
 template <typename T>
-TrainableClip<T>::TrainableClip(TrainableClip&&) noexcept = default;
+ClipNetwork<T>::ClipNetwork(ClipNetwork&&) noexcept = default;
 
 template <typename T>
-void TrainableClip<T>::set_image_training(bool on) {
+void ClipNetwork<T>::set_image_training(bool on) {
   if (resnet_) resnet_->set_training(on);
 }
 
 template <typename T>
-bool TrainableClip<T>::image_training() const {
+bool ClipNetwork<T>::image_training() const {
   return resnet_ ? resnet_->training() : true;
 }
 
 template <typename T>
-const ParamEntry& TrainableClip<T>::entry(const std::string& name) const {
+const ParamEntry& ClipNetwork<T>::entry(const std::string& name) const {
   auto it = index_.find(name);
   if (it == index_.end()) throw Error("training: the model has no parameter named '" + name + "'");
   return entries_[it->second];
 }
 
 template <typename T>
-std::pair<size_t, size_t> TrainableClip<T>::tower_range(Tower tower) const {
+std::pair<size_t, size_t> ClipNetwork<T>::tower_range(Tower tower) const {
   if (tower == Tower::Image) return vrange_;
   if (tower == Tower::Text) return trange_;
   return {logit_scale_offset_, logit_scale_offset_ + 1};
 }
 
 template <typename T>
-void TrainableClip<T>::init_openai(uint64_t seed) {
+void ClipNetwork<T>::init_openai(uint64_t seed) {
   Rng rng(seed);
   auto normal = [&](size_t off, size_t n, double std) {
     for (size_t i = 0; i < n; ++i) params_[off + i] = T(std * rng.normal());
@@ -227,7 +227,7 @@ void TrainableClip<T>::init_openai(uint64_t seed) {
 }
 
 template <typename T>
-void TrainableClip<T>::load(const std::map<std::string, Tensor>& tensors, bool ignore_unknown) {
+void ClipNetwork<T>::load(const std::map<std::string, Tensor>& tensors, bool ignore_unknown) {
   std::set<std::string> buffers;  // known names that are not parameters
   if (resnet_) {
     resnet_->load(tensors);  // the image range (bound) and the batch-norm buffers
@@ -254,7 +254,7 @@ void TrainableClip<T>::load(const std::map<std::string, Tensor>& tensors, bool i
 }
 
 template <typename T>
-std::map<std::string, Tensor> TrainableClip<T>::state_dict() const {
+std::map<std::string, Tensor> ClipNetwork<T>::state_dict() const {
   std::map<std::string, Tensor> out;
   if (resnet_) out = resnet_->state_dict();  // the image parameters and batch-norm buffers
   for (const auto& e : entries_) {
@@ -268,17 +268,17 @@ std::map<std::string, Tensor> TrainableClip<T>::state_dict() const {
 }
 
 template <typename T>
-void TrainableClip<T>::save(const std::string& path) const {
+void ClipNetwork<T>::save(const std::string& path) const {
   write_checkpoint(path, state_dict(), config_, NamingScheme::OpenAI);
 }
 
 template <typename T>
-void TrainableClip<T>::save_model_directory(const std::string& dir) const {
+void ClipNetwork<T>::save_model_directory(const std::string& dir) const {
   write_model_directory(dir, state_dict(), config_, NamingScheme::OpenCLIP);
 }
 
 template <typename T>
-void TrainableClip<T>::zero_grad() {
+void ClipNetwork<T>::zero_grad() {
   // 600 MB for ViT-B/32: split over the threads (one memset is bandwidth-bound on one core).
   const int64_t n = int64_t(grads_.size());
   T* g = grads_.data();
@@ -290,7 +290,7 @@ void TrainableClip<T>::zero_grad() {
 }
 
 template <typename T>
-size_t TrainableClip<T>::activation_bytes() const {
+size_t ClipNetwork<T>::activation_bytes() const {
   return (vacts_.arena.size() + tacts_.arena.size()) * sizeof(T) +
          (resnet_ ? resnet_->activation_bytes() : 0);
 }
@@ -298,7 +298,7 @@ size_t TrainableClip<T>::activation_bytes() const {
 // ------------------------------------------------------------------ activation planning
 
 template <typename T>
-void TrainableClip<T>::plan(TowerActs& a, const TowerShape& s, int64_t B, bool vision) {
+void ClipNetwork<T>::plan(TowerActs& a, const TowerShape& s, int64_t B, bool vision) {
   if (a.B >= B && a.recompute == recompute_) return;
   B = std::max(B, a.B);
   const int64_t BL = B * s.L, D = s.D, F = s.F;
@@ -347,7 +347,7 @@ void TrainableClip<T>::plan(TowerActs& a, const TowerShape& s, int64_t B, bool v
 }
 
 template <typename T>
-void TrainableClip<T>::set_recompute(bool on) {
+void ClipNetwork<T>::set_recompute(bool on) {
   recompute_ = on;
 }
 
@@ -370,7 +370,7 @@ void scatter_add_pooled(T* dx, const T* dy, const std::vector<int64_t>& row, int
 }  // namespace
 
 template <typename T>
-void TrainableClip<T>::attention_fwd(TowerActs& a, const TowerShape& s, LayerActs& A, int64_t B) {
+void ClipNetwork<T>::attention_fwd(TowerActs& a, const TowerShape& s, LayerActs& A, int64_t B) {
   if (a.seq_off.empty())
     attention_forward(A.attn, A.probs, A.qkv, B, s.L, s.D, s.H, s.causal);
   else
@@ -378,7 +378,7 @@ void TrainableClip<T>::attention_fwd(TowerActs& a, const TowerShape& s, LayerAct
 }
 
 template <typename T>
-void TrainableClip<T>::transformer_forward(TowerActs& a, const TowerShape& s,
+void ClipNetwork<T>::transformer_forward(TowerActs& a, const TowerShape& s,
                                            const std::vector<BlockParams>& blocks, const T* x,
                                            int64_t B) {
   const size_t n = blocks.size();
@@ -398,7 +398,7 @@ void TrainableClip<T>::transformer_forward(TowerActs& a, const TowerShape& s,
 // layer's buffers (ln_1 and qkv: all rows); q, ln_1 and the residual input of the pooled rows
 // go to pool_q / pool_ln1 / res1.
 template <typename T>
-void TrainableClip<T>::last_block_forward(TowerActs& a, const TowerShape& s, const BlockParams& p,
+void ClipNetwork<T>::last_block_forward(TowerActs& a, const TowerShape& s, const BlockParams& p,
                                           const T* in, int64_t B) {
   const int64_t BL = a.rows, D = s.D, F = s.F;
   const double eps = config_.layer_norm_eps;
@@ -431,7 +431,7 @@ void TrainableClip<T>::last_block_forward(TowerActs& a, const TowerShape& s, con
 // a.dpooled holds d(pooled rows) on entry (it is used as scratch); a.g1 = d(block input), all
 // rows, on exit.
 template <typename T>
-void TrainableClip<T>::last_block_backward(TowerActs& a, const TowerShape& s,
+void ClipNetwork<T>::last_block_backward(TowerActs& a, const TowerShape& s,
                                            const BlockParams& p, const T* in, int64_t B) {
   const int64_t BL = a.rows, D = s.D, F = s.F;
   const T* P = params_.data();
@@ -468,7 +468,7 @@ void TrainableClip<T>::last_block_backward(TowerActs& a, const TowerShape& s,
 }
 
 template <typename T>
-void TrainableClip<T>::block_forward(TowerActs& a, const TowerShape& s, const BlockParams& p,
+void ClipNetwork<T>::block_forward(TowerActs& a, const TowerShape& s, const BlockParams& p,
                                      size_t l, const T* in, int64_t B) {
   const int64_t BL = a.rows, D = s.D, F = s.F;
   const double eps = config_.layer_norm_eps;
@@ -487,7 +487,7 @@ void TrainableClip<T>::block_forward(TowerActs& a, const TowerShape& s, const Bl
 }
 
 template <typename T>
-void TrainableClip<T>::transformer_backward(TowerActs& a, const TowerShape& s,
+void ClipNetwork<T>::transformer_backward(TowerActs& a, const TowerShape& s,
                                             const std::vector<BlockParams>& blocks, const T* x,
                                             int64_t B) {
   const int64_t BL = a.rows, D = s.D, F = s.F;
@@ -534,7 +534,7 @@ void TrainableClip<T>::transformer_backward(TowerActs& a, const TowerShape& s,
 // ------------------------------------------------------------------ towers
 
 template <typename T>
-void TrainableClip<T>::forward_image(const float* pixels, int64_t B, T* features,
+void ClipNetwork<T>::forward_image(const float* pixels, int64_t B, T* features,
                                      bool update_running_stats) {
   if (B <= 0) throw Error("training: forward_image needs at least one image");
   if (resnet_) {
@@ -564,7 +564,7 @@ void TrainableClip<T>::forward_image(const float* pixels, int64_t B, T* features
 }
 
 template <typename T>
-void TrainableClip<T>::backward_image(const T* d_features) {
+void ClipNetwork<T>::backward_image(const T* d_features) {
   if (resnet_) {
     resnet_->backward(d_features);
     return;
@@ -592,7 +592,7 @@ void TrainableClip<T>::backward_image(const T* d_features) {
 }
 
 template <typename T>
-void TrainableClip<T>::forward_text(const int32_t* ids, int64_t B, T* features) {
+void ClipNetwork<T>::forward_text(const int32_t* ids, int64_t B, T* features) {
   if (B <= 0) throw Error("training: forward_text needs at least one text");
   plan(tacts_, tshape_, B, false);
   TowerActs& a = tacts_;
@@ -639,7 +639,7 @@ void TrainableClip<T>::forward_text(const int32_t* ids, int64_t B, T* features) 
 }
 
 template <typename T>
-void TrainableClip<T>::backward_text(const T* d_features) {
+void ClipNetwork<T>::backward_text(const T* d_features) {
   TowerActs& a = tacts_;
   const int64_t B = a.B_used;
   if (B == 0) throw Error("training: backward_text before forward_text");
@@ -657,7 +657,7 @@ void TrainableClip<T>::backward_text(const T* d_features) {
   token_embed_backward_packed(G + t_tok_, G + t_pos_, a.g1, a.ids.data(), a.seq_off.data(), B, D);
 }
 
-template class TrainableClip<float>;
-template class TrainableClip<double>;
+template class ClipNetwork<float>;
+template class ClipNetwork<double>;
 
-}  // namespace clip::train
+}  // namespace clip::nn

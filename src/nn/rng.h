@@ -5,7 +5,7 @@
 #include <cmath>
 #include <cstdint>
 
-namespace clip::train {
+namespace clip::nn {
 
 class Rng {
  public:
@@ -39,4 +39,4 @@ class Rng {
   bool has_spare_ = false;
 };
 
-}  // namespace clip::train
+}  // namespace clip::nn

@@ -1,4 +1,4 @@
-#include "train/conv_layers.h"
+#include "nn/conv_layers.h"
 
 #include <algorithm>
 #include <cmath>
@@ -7,13 +7,13 @@
 #include <vector>
 
 #include "core/error.h"
-#include "train/layers.h"
+#include "nn/layers.h"
 
-namespace clip::train {
+namespace clip::nn {
 
 namespace {
 
-// Threads only pay off above some work (as train/layers.cpp): tiny layers run serially.
+// Threads only pay off above some work (as nn/layers.cpp): tiny layers run serially.
 inline bool parallel_worth_it(int64_t work) { return work >= (int64_t(1) << 17); }
 
 // Per-thread scratch, grown on demand and kept (im2col chunks, transposed weights).
@@ -500,4 +500,4 @@ CLIP_INSTANTIATE(float)
 CLIP_INSTANTIATE(double)
 #undef CLIP_INSTANTIATE
 
-}  // namespace clip::train
+}  // namespace clip::nn

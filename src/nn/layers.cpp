@@ -1,4 +1,4 @@
-#include "train/layers.h"
+#include "nn/layers.h"
 
 #include <omp.h>
 
@@ -12,7 +12,7 @@
 #include "core/matmul.h"
 #include "core/simd_target.h"
 
-namespace clip::train {
+namespace clip::nn {
 
 namespace {
 // Threads only pay off above some work: tiny layers (the test models) run serially, which
@@ -946,4 +946,4 @@ void add_inplace(T* a, const T* b, int64_t n) {
 CLIP_TRAIN_LAYERS(float)
 CLIP_TRAIN_LAYERS(double)
 
-}  // namespace clip::train
+}  // namespace clip::nn

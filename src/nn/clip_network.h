@@ -22,9 +22,9 @@
 
 #include "core/tensor.h"
 #include "model/config.h"
-#include "train/layers.h"
+#include "nn/layers.h"
 
-namespace clip::train {
+namespace clip::nn {
 
 enum class Tower : uint8_t { Image, Text, Shared };  // Shared: logit_scale
 
@@ -46,7 +46,7 @@ bool excluded_from_weight_decay(const std::string& name, size_t ndim);
 
 // Appends parameter `name` to a layout (entries in arena order, index by name) at offset
 // `total`, which advances by its size; its weight decay follows the rule above. Returns its
-// offset. TrainableClip and ResNetTower lay out their arenas with it.
+// offset. ClipNetwork and ResNetTower lay out their arenas with it.
 size_t append_param(std::vector<ParamEntry>& entries, std::map<std::string, size_t>& index,
                     size_t& total, const std::string& name, std::vector<int64_t> shape,
                     Tower tower);
@@ -74,17 +74,17 @@ template <typename T>
 class ResNetTower;
 
 template <typename T>
-class TrainableClip {
+class ClipNetwork {
  public:
   // The image tower is a ViT, or a ModifiedResNet when vision.resnet_layers is set (then the
   // image range of the arenas is a ResNetTower's layout, bound to them; see resnet_tower.h).
   // heads must divide the widths.
-  explicit TrainableClip(const ModelConfig& config);
-  ~TrainableClip();
+  explicit ClipNetwork(const ModelConfig& config);
+  ~ClipNetwork();
   // Not copyable: a ResNet tower points into the arenas (moves keep them valid).
-  TrainableClip(const TrainableClip&) = delete;
-  TrainableClip& operator=(const TrainableClip&) = delete;
-  TrainableClip(TrainableClip&&) noexcept;
+  ClipNetwork(const ClipNetwork&) = delete;
+  ClipNetwork& operator=(const ClipNetwork&) = delete;
+  ClipNetwork(ClipNetwork&&) noexcept;
 
   const ModelConfig& config() const { return config_; }
   const std::vector<ParamEntry>& parameters() const { return entries_; }
@@ -235,7 +235,7 @@ class TrainableClip {
   std::pair<size_t, size_t> vrange_{}, trange_{};
 };
 
-extern template class TrainableClip<float>;
-extern template class TrainableClip<double>;
+extern template class ClipNetwork<float>;
+extern template class ClipNetwork<double>;
 
-}  // namespace clip::train
+}  // namespace clip::nn
