@@ -152,23 +152,31 @@ TEST(ModelParity, TinyTextActivationsAndFeaturesMatchReference) {
   std::vector<float> features(size_t(rows) * model.embed_dim());
   Recorder rec;
   model.encode_texts(ids.data(), int(rows), int(ctx), features.data(), &rec.hook);
-  // Only positions up to the last end-of-text token of the batch are computed.
+  // Each text is computed only up to its own end-of-text token (the hook shows [rows, T', d]
+  // with T' the batch's longest; later positions of shorter texts read 0).
   int64_t last = 0;
+  std::vector<int64_t> end(size_t(rows), 0);
   for (int64_t r = 0; r < rows; ++r) {
     int64_t am = 0;
     for (int64_t t = 0; t < ctx; ++t)
       if (ids[r * ctx + t] > ids[r * ctx + am]) am = t;
+    end[size_t(r)] = am;
     last = std::max(last, am);
   }
   ASSERT_LT(last + 1, ctx) << "the goldens should exercise the shortened sequence";
+  ASSERT_LT(*std::min_element(end.begin(), end.end()), last) << "and texts of different lengths";
   for (const std::string name : {"text.embed", "text.block.0", "text.block.1"}) {
     ASSERT_TRUE(rec.seen.count(name)) << name;
     const Array& got = rec.seen[name];
     ASSERT_EQ(got.shape, (std::vector<int64_t>{rows, last + 1, 128})) << name;
     Array want = load_golden(kTinyDir, "act_" + name);
-    for (int64_t r = 0; r < rows; ++r)  // the first last+1 positions of each row
+    for (int64_t r = 0; r < rows; ++r) {  // the positions up to each row's end token
+      const int64_t n = end[size_t(r)] + 1;
       expect_close(got.data.data() + r * (last + 1) * 128, want.data.data() + r * ctx * 128,
-                   last + 1, 128, name + " row " + std::to_string(r));
+                   n, 128, name + " row " + std::to_string(r));
+      for (int64_t i = n * 128; i < (last + 1) * 128; ++i)
+        ASSERT_EQ(got.data[size_t(r * (last + 1) * 128 + i)], 0.f) << name << " row " << r;
+    }
   }
   for (const std::string name : {"text.ln_final", "text.output"}) {
     Array want = load_golden(kTinyDir, "act_" + name);

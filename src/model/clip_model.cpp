@@ -25,15 +25,9 @@ ClipModel::ClipModel(LoadedCheckpoint ckpt, Precision precision) : ckpt_(std::mo
 #else
     throw Error(ckpt_.weights_path + ": ResNet towers not yet supported");
 #endif
-  } else {
-    vit_ = std::make_unique<VisionTransformer>(ckpt_, precision);
   }
-  text_ = std::make_unique<TextTransformer>(ckpt_, precision);
-  const Tensor& ls = ckpt_.get("logit_scale");
-  if (ls.numel() != 1)
-    throw Error(ckpt_.weights_path + ": logit_scale has shape " + ls.shape_str() +
-                ", expected a single value");
-  logit_scale_ = ls.f32()[0];
+  net_ = std::make_unique<nn::ClipNetwork<float>>(ckpt_, precision);
+  logit_scale_ = net_->logit_scale();
 }
 
 ClipModel::~ClipModel() = default;
@@ -57,8 +51,8 @@ void ClipModel::logits_per_image(const float* image_features, int n_images,
 void ClipModel::encode_images(const float* pixels_nchw, int batch, float* out,
                               const ActivationHook* hook) {
   if (batch < 0) throw Error("encode_images: negative batch size");
-  if (vit_) {
-    vit_->encode(pixels_nchw, batch, out, hook);
+  if (!resnet_) {
+    net_->encode_images(pixels_nchw, batch, out, hook);
     return;
   }
 #if defined(CLIP_HAVE_RESNET_TOWER)
@@ -69,7 +63,7 @@ void ClipModel::encode_images(const float* pixels_nchw, int batch, float* out,
 void ClipModel::encode_texts(const int32_t* ids, int batch, int context, float* out,
                              const ActivationHook* hook) {
   if (batch < 0) throw Error("encode_texts: negative batch size");
-  text_->encode(ids, batch, context, out, hook);
+  net_->encode_texts(ids, batch, context, out, hook);
 }
 
 }  // namespace clip

@@ -1,14 +1,14 @@
 #pragma once
 // A whole CLIP model for inference: image tower (VisionTransformer or ModifiedResNet), text
-// tower and logit scale, built from a loaded checkpoint (canonical OpenAI names, F32).
+// tower and logit scale, built from a loaded checkpoint (canonical OpenAI names, F32). The
+// towers are the one network definition (nn/clip_network.h) training uses, prepared for
+// inference; a ModifiedResNet image tower is still model/resnet.h's (BatchNorm folded).
 #include <cstdint>
 #include <memory>
 
 #include "model/config.h"
-#include "model/text_encoder.h"
-#include "model/transformer.h"
-#include "model/vit.h"
 #include "model/weights.h"
+#include "nn/clip_network.h"
 
 namespace clip {
 
@@ -34,7 +34,7 @@ class ClipModel {
 
   // pixels_nchw: [batch, 3, image_size, image_size], normalised; out: [batch, embed_dim].
   // Features are NOT normalised (callers use l2_normalize_rows from core/ops.h).
-  // hook (ViT only) receives intermediate activations, see VisionTransformer::encode.
+  // hook (ViT only) receives intermediate activations, see nn::ClipNetwork::encode_images.
   void encode_images(const float* pixels_nchw, int batch, float* out,
                      const ActivationHook* hook = nullptr);
   // ids: [batch, context] token ids (context <= context_length(), zero padded, each row with
@@ -55,9 +55,8 @@ class ClipModel {
 
  private:
   LoadedCheckpoint ckpt_;
-  std::unique_ptr<VisionTransformer> vit_;
+  std::unique_ptr<nn::ClipNetwork<float>> net_;  // text tower, and the image tower unless ResNet
   std::unique_ptr<ResNetVisual> resnet_;
-  std::unique_ptr<TextTransformer> text_;
   float logit_scale_ = 0.f;
   Precision precision_ = Precision::F32;
 };

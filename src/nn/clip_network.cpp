@@ -69,30 +69,38 @@ std::vector<typename ClipNetwork<T>::BlockParams> ClipNetwork<T>::add_blocks(
   return blocks;
 }
 
+// The parameter list (the schema) of the configuration, checked first; `where` starts the
+// errors (the checkpoint's file, or "training"). with_resnet: a ResNet image tower's
+// parameters are part of this network (training); otherwise that tower is left out.
 template <typename T>
-ClipNetwork<T>::ClipNetwork(const ModelConfig& config) : config_(config) {
-  const auto& v = config.vision;
-  const auto& t = config.text;
-  const int64_t E = config.embed_dim;
+void ClipNetwork<T>::define_parameters(const std::string& where, bool with_resnet) {
+  const auto& v = config_.vision;
+  const auto& t = config_.text;
+  const int64_t E = config_.embed_dim;
   if (!v.is_resnet() && (v.patch_size <= 0 || v.image_size <= 0 || v.image_size % v.patch_size != 0))
-    throw Error("training: image_size " + std::to_string(v.image_size) +
-                " is not a multiple of patch_size " + std::to_string(v.patch_size));
+    throw Error(where + ": image size " + std::to_string(v.image_size) +
+                " is not a multiple of the patch size " + std::to_string(v.patch_size));
   if ((!v.is_resnet() && (v.heads <= 0 || v.width % v.heads != 0)) || t.heads <= 0 ||
       t.width % t.heads != 0)
-    throw Error("training: heads must divide the tower widths");
+    throw Error(where + ": the head counts must divide the tower widths (image " +
+                std::to_string(v.width) + " / " + std::to_string(v.heads) + ", text " +
+                std::to_string(t.width) + " / " + std::to_string(t.heads) + ")");
   if (E <= 0 || v.layers < 0 || t.layers < 0 || t.context_length <= 0 || t.vocab_size <= 0 ||
       (!v.is_resnet() && v.mlp_dim <= 0) || t.mlp_dim <= 0)
-    throw Error("training: invalid model configuration");
-  act_ = config.activation == Activation::QuickGELU ? Act::QuickGELU : Act::GELU;
+    throw Error(where + ": invalid model configuration");
+  act_ = config_.activation == Activation::QuickGELU ? Act::QuickGELU : Act::GELU;
   tshape_ = {t.context_length, t.width, t.heads, t.mlp_dim, t.layers, true};
   const int64_t D = t.width;
 
   const size_t vstart = total_;
   if (v.is_resnet()) {
-    // The ResNet tower's own layout (OpenAI names and order) becomes the image range; the
-    // tower is bound to it once the arenas exist.
-    resnet_ = std::make_unique<ResNetTower<T>>(v, E, "visual.");
-    for (const ParamEntry& e : resnet_->parameters()) add_param(e.name, e.shape, Tower::Image);
+    has_image_tower_ = with_resnet;
+    if (with_resnet) {
+      // The ResNet tower's own layout (OpenAI names and order) becomes the image range; the
+      // tower is bound to it once the arenas exist.
+      resnet_ = std::make_unique<ResNetTower<T>>(v, E, "visual.");
+      for (const ParamEntry& e : resnet_->parameters()) add_param(e.name, e.shape, Tower::Image);
+    }
   } else {
     add_vit_parameters();
   }
@@ -106,10 +114,108 @@ ClipNetwork<T>::ClipNetwork(const ModelConfig& config) : config_(config) {
   t_lnfin_b_ = add_param("ln_final.bias", {D}, Tower::Text);
   trange_ = {tstart, total_};
   logit_scale_offset_ = add_param("logit_scale", {}, Tower::Shared);
+}
+
+template <typename T>
+ClipNetwork<T>::ClipNetwork(const ModelConfig& config) : config_(config) {
+  define_parameters("training", /*with_resnet=*/true);
   params_.assign(total_, T(0));
   grads_.assign(total_, T(0));
-  if (resnet_) resnet_->bind(params_.data() + vstart, grads_.data() + vstart);
+  if (resnet_) resnet_->bind(params_.data() + vrange_.first, grads_.data() + vrange_.first);
+  const T* P = params_.data();
+  bind_weights([P](const ParamEntry& e) { return P + e.offset; });
   logit_scale_ref() = T(std::log(1.0 / 0.07));
+}
+
+template <typename T>
+ClipNetwork<T>::ClipNetwork(const LoadedCheckpoint& ckpt, Precision precision)
+    : config_(ckpt.config) {
+  if constexpr (!std::is_same_v<T, float>) {
+    throw Error(ckpt.weights_path + ": inference networks compute in float");
+  } else {
+    define_parameters(ckpt.weights_path, /*with_resnet=*/false);
+    bind_weights([&ckpt](const ParamEntry& e) -> const T* {
+      if (e.name == "logit_scale") {
+        const Tensor& ls = ckpt.get(e.name);
+        if (ls.numel() != 1)
+          throw Error(ckpt.weights_path + ": logit_scale has shape " + ls.shape_str() +
+                      ", expected a single value");
+        return ls.f32();
+      }
+      return ckpt.get(e.name, e.shape).f32();
+    });
+    inference_logit_scale_ = ckpt.get("logit_scale").f32()[0];
+    prepare_blocks(precision, &ckpt);
+  }
+}
+
+template <typename T>
+void ClipNetwork<T>::bind_weights(const std::function<const T*(const ParamEntry&)>& source) {
+  std::map<size_t, const T*> at;  // arena offset -> the tensor the forward reads
+  for (const ParamEntry& e : entries_) at[e.offset] = source(e);
+  auto w = [&](size_t offset) { return at.at(offset); };
+  auto blocks = [&](const std::vector<BlockParams>& params) {
+    std::vector<BlockWeights> out;
+    for (const BlockParams& p : params)
+      out.push_back({w(p.ln1_w), w(p.ln1_b), w(p.in_w), w(p.in_b), w(p.out_w), w(p.out_b),
+                     w(p.ln2_w), w(p.ln2_b), w(p.fc_w), w(p.fc_b), w(p.proj_w), w(p.proj_b)});
+    return out;
+  };
+  vweights_ = blocks(vblocks_);
+  tweights_ = blocks(tblocks_);
+  if (has_image_tower_ && !resnet_)
+    vw_ = {w(v_conv_), w(v_cls_), w(v_pos_), w(v_lnpre_w_), w(v_lnpre_b_), w(v_lnpost_w_),
+           w(v_lnpost_b_), w(v_proj_)};
+  tw_ = {w(t_tok_), w(t_pos_), w(t_lnfin_w_), w(t_lnfin_b_), w(t_proj_)};
+}
+
+// The blocks' linear layers prepared once: packed f32 (or bf16) copies of the weights. From a
+// checkpoint, weights viewed in the mapped file are packed and their pages released, so the
+// copy costs no memory; heap copies made at load must stay for the unpacked fallback, so
+// packing them holds them twice: done for an F32 file's few (Hugging Face's q/k/v
+// concatenated into in_proj: +25 % of in_proj for ViT-B/32), so that every naming scheme
+// computes the same products and gives bit-identical features; not for f16/bf16 files, where
+// every weight is such a copy. The pages are released per block, so loading never holds both
+// for a whole tower; they are read again only by products run on another thread count.
+template <typename T>
+void ClipNetwork<T>::prepare_blocks(Precision precision, const LoadedCheckpoint* ckpt) {
+  if constexpr (!std::is_same_v<T, float>) {
+    throw Error("only float networks can be prepared for inference");
+  } else {
+    auto prepare_tower = [&](const std::vector<BlockWeights>& weights, int64_t D, int64_t F) {
+      std::vector<PreparedBlock> out;
+      for (const BlockWeights& w : weights) {
+        auto linear = [&](const float* weight, int64_t rows, int64_t cols) {
+          const bool pack = !ckpt || ckpt->stored_dtype == DType::F32 ||
+                            ckpt->is_mapped(weight, rows * cols);
+          return PackedWeight(weight, rows, cols, pack, precision);
+        };
+        PreparedBlock p{linear(w.in_w, D, D), linear(w.in_w + D * D, 2 * D, D),
+                        linear(w.out_w, D, D), linear(w.fc_w, F, D), linear(w.proj_w, D, F)};
+        if (ckpt)
+          for (const PackedWeight* pw : {&p.q, &p.kv, &p.out, &p.fc, &p.proj})
+            if (pw->has_packed_copy() || pw->bf16())
+              ckpt->release_pages(pw->weight(), pw->out_features() * pw->in_features());
+        out.push_back(std::move(p));
+      }
+      return out;
+    };
+    vprep_ = prepare_tower(vweights_, vshape_.D, vshape_.F);
+    tprep_ = prepare_tower(tweights_, tshape_.D, tshape_.F);
+  }
+}
+
+template <typename T>
+void ClipNetwork<T>::prepare(Precision precision) {
+  if (inference_only()) throw Error("prepare: this network was prepared when it was loaded");
+  prepare_blocks(precision, nullptr);
+}
+
+template <typename T>
+void ClipNetwork<T>::unprepare() {
+  if (inference_only()) return;  // its preparation is its only copy of the products' weights
+  vprep_.clear();
+  tprep_.clear();
 }
 
 template <typename T>
@@ -291,7 +397,8 @@ void ClipNetwork<T>::zero_grad() {
 
 template <typename T>
 size_t ClipNetwork<T>::activation_bytes() const {
-  return (vacts_.arena.size() + tacts_.arena.size()) * sizeof(T) +
+  return (vacts_.arena.size() + tacts_.arena.size() + vinf_.arena.size() +
+          tinf_.arena.size()) * sizeof(T) +
          (resnet_ ? resnet_->activation_bytes() : 0);
 }
 
@@ -342,8 +449,43 @@ void ClipNetwork<T>::plan(TowerActs& a, const TowerShape& s, int64_t B, bool vis
       a.layers[i] = a.layers[0];
       a.layers[i].res2 = own;
     }
+  a.pool_res = a.layers.empty() ? nullptr : a.layers.back().res1;
   a.B = B;
   a.recompute = recompute_;
+}
+
+// The inference plan: no saved activations. The blocks run in place on the tower's stream
+// (ln_pre's output for images, the embeddings for texts), and every block's internals share
+// one set of buffers; the last block's pooled rows get their own residual buffer.
+template <typename T>
+void ClipNetwork<T>::plan_inference(TowerActs& a, const TowerShape& s, int64_t B, bool vision) {
+  if (a.B >= B) return;
+  const int64_t BL = B * s.L, D = s.D, F = s.F, cols = 3 * patch_ * patch_;
+  T *ln, *ln_mean, *ln_rstd, *qkv, *probs, *attn, *mlp;
+  std::vector<std::pair<T**, int64_t>> bufs = {
+      {&ln, BL * D},      {&ln_mean, BL},          {&ln_rstd, BL},
+      {&qkv, BL * 3 * D}, {&probs, B * s.H * s.L * s.L}, {&attn, BL * D},
+      {&mlp, BL * F},     {&a.pool_res, B * D},    {&a.x0, BL * D},
+      {&a.pooled, B * D}, {&a.lnfin, B * D},       {&a.lnfin_mean, B},
+      {&a.lnfin_rstd, B}, {&a.pool_ln1, B * D},    {&a.pool_q, B * D}};
+  if (vision)
+    bufs.insert(bufs.end(), {{&a.patches, B * grid2_ * cols}, {&a.ptok, B * grid2_ * D},
+                             {&a.lnpre, BL * D}, {&a.lnpre_mean, BL}, {&a.lnpre_rstd, BL}});
+  int64_t total = 0;
+  for (auto& [p, n] : bufs) total += n;
+  decltype(a.arena)().swap(a.arena);
+  a.arena.resize(size_t(total));
+  T* cur = a.arena.data();
+  for (auto& [p, n] : bufs) {
+    *p = cur;
+    cur += n;
+  }
+  T* stream = vision ? a.lnpre : a.x0;
+  const LayerActs shared{ln, ln_mean, ln_rstd, qkv, probs, attn, stream, ln, ln_mean, ln_rstd,
+                         mlp, mlp, stream};
+  a.layers.assign(size_t(s.layers), shared);
+  a.B = B;
+  a.inference = true;
 }
 
 template <typename T>
@@ -377,55 +519,124 @@ void ClipNetwork<T>::attention_fwd(TowerActs& a, const TowerShape& s, LayerActs&
     attention_forward_packed(A.attn, A.probs, A.qkv, a.seq_off.data(), B, s.D, s.H, s.causal);
 }
 
+namespace {
+// y = x W^T + b: through the prepared weight when there is one (inference), else the raw one.
+template <typename T>
+void linear_maybe_prepared(T* y, const T* x, const T* W, const PackedWeight* prepared,
+                           const T* b, int64_t M, int64_t N, int64_t K) {
+  if constexpr (std::is_same_v<T, float>)
+    if (prepared) return clip::linear_forward(y, x, *prepared, b, M);
+  linear_forward(y, x, W, b, M, N, K);
+}
+// y = residual + x W^T + b (y may alias residual), likewise.
+template <typename T>
+void residual_linear_maybe_prepared(T* y, const T* residual, const T* x, const T* W,
+                                    const PackedWeight* prepared, const T* b, int64_t M,
+                                    int64_t N, int64_t K) {
+  if constexpr (std::is_same_v<T, float>)
+    if (prepared) {
+      if (y != residual) std::copy_n(residual, M * N, y);
+      return clip::linear_forward(y, x, *prepared, b, M, 0, 0, /*accumulate=*/true);
+    }
+  linear_forward_residual(y, residual, x, W, b, M, N, K);
+}
+}  // namespace
+
+// Hands the hook a tower's rows [rows, D] as [B, L, D]: packed texts are spread out, the
+// positions after a text's end token left 0.
+template <typename T>
+void ClipNetwork<T>::emit_rows(const ActivationHook* hook, const std::string& name,
+                               const TowerActs& a, const T* x, int64_t B, int64_t D) const {
+  if (!hook || !*hook) return;
+  if constexpr (std::is_same_v<T, float>) {
+    if (a.seq_off.empty()) return (*hook)(name, x, {B, a.rows / B, D});
+    const int64_t L = a.L_used;
+    std::vector<float> spread(size_t(B * L * D), 0.f);
+    for (int64_t b = 0; b < B; ++b)
+      std::copy(x + a.seq_off[size_t(b)] * D, x + a.seq_off[size_t(b + 1)] * D,
+                spread.begin() + b * L * D);
+    (*hook)(name, spread.data(), {B, L, D});
+  }
+}
+
+template <typename T>
+void ClipNetwork<T>::emit(const ActivationHook* hook, const std::string& name, const T* x,
+                          std::vector<int64_t> shape) const {
+  if constexpr (std::is_same_v<T, float>)
+    if (hook && *hook) (*hook)(name, x, shape);
+}
+
 template <typename T>
 void ClipNetwork<T>::transformer_forward(TowerActs& a, const TowerShape& s,
-                                           const std::vector<BlockParams>& blocks, const T* x,
-                                           int64_t B) {
+                                         const std::vector<BlockWeights>& blocks,
+                                         const std::vector<PreparedBlock>& prepared, const T* x,
+                                         int64_t B, const ActivationHook* hook,
+                                         const std::string& hook_prefix) {
   const size_t n = blocks.size();
   if (n == 0) {
     gather_pooled(a.pooled, x, a.pool_row, s.D);
     return;
   }
-  for (size_t l = 0; l + 1 < n; ++l)
-    block_forward(a, s, blocks[l], l, l == 0 ? x : a.layers[l - 1].res2, B);
-  last_block_forward(a, s, blocks[n - 1], n == 1 ? x : a.layers[n - 2].res2, B);
+  auto prep = [&](size_t l) { return prepared.empty() ? nullptr : &prepared[l]; };
+  auto input = [&](size_t l) { return l == 0 ? x : a.layers[l - 1].res2; };
+  const bool hooked = hook && *hook;
+  for (size_t l = 0; l + 1 < n; ++l) {
+    block_forward(a, s, blocks[l], prep(l), l, input(l), B);
+    emit_rows(hook, hook_prefix + "block." + std::to_string(l), a, a.layers[l].res2, B, s.D);
+  }
+  if (hooked) {  // every row of the last block too, so that all of its output can be seen
+    block_forward(a, s, blocks[n - 1], prep(n - 1), n - 1, input(n - 1), B);
+    emit_rows(hook, hook_prefix + "block." + std::to_string(n - 1), a, a.layers[n - 1].res2, B,
+              s.D);
+    gather_pooled(a.pooled, a.layers[n - 1].res2, a.pool_row, s.D);
+  } else {
+    last_block_forward(a, s, blocks[n - 1], prep(n - 1), input(n - 1), B);
+  }
 }
 
 // Only the pooled row of each batch element leaves the last block, and a block mixes rows only
 // through attention's keys and values. So the last block computes ln_1 and k, v for all rows,
 // and q, attention, out_proj, ln_2 and the MLP for the pooled rows only (B instead of B*L rows:
-// for a 4-layer tower a fifth of the work). Its activations use the first B rows of the
-// layer's buffers (ln_1 and qkv: all rows); q, ln_1 and the residual input of the pooled rows
-// go to pool_q / pool_ln1 / res1.
+// for a 4-layer tower a fifth of the work; ViT-B/32: 1 of 50 rows, ~7 % of the tower). Its
+// activations use the first B rows of the layer's buffers (ln_1 and qkv: all rows); q, ln_1
+// and the residual stream of the pooled rows go to pool_q / pool_ln1 / pool_res.
 template <typename T>
-void ClipNetwork<T>::last_block_forward(TowerActs& a, const TowerShape& s, const BlockParams& p,
-                                          const T* in, int64_t B) {
+void ClipNetwork<T>::last_block_forward(TowerActs& a, const TowerShape& s, const BlockWeights& w,
+                                        const PreparedBlock* prep, const T* in, int64_t B) {
   const int64_t BL = a.rows, D = s.D, F = s.F;
   const double eps = config_.layer_norm_eps;
-  const T* P = params_.data();
   LayerActs& A = a.layers.back();
   const int32_t* idx = a.pool_index.data();
   const int64_t* off = a.seq_off.empty() ? nullptr : a.seq_off.data();
-  layernorm_forward(A.ln1, A.ln1_mean, A.ln1_rstd, in, P + p.ln1_w, P + p.ln1_b, BL, D, eps);
+  layernorm_forward(A.ln1, A.ln1_mean, A.ln1_rstd, in, w.ln1_w, w.ln1_b, BL, D, eps);
   // k | v columns of qkv for every row: qkv[:, D:3D] = ln1 @ in_w[D:3D]^T + in_b[D:3D]
-  {
-    const T* b = P + p.in_b + D;
+  bool done = false;
+  if constexpr (std::is_same_v<T, float>)
+    if (prep) {
+      clip::linear_forward(A.qkv + D, A.ln1, prep->kv, w.in_b + D, BL, D, 3 * D);
+      done = true;
+    }
+  if (!done) {
+    const T* b = w.in_b + D;
     T* y = A.qkv;
 #pragma omp parallel for if (BL * 2 * D >= (int64_t(1) << 17))
     for (int64_t r = 0; r < BL; ++r) std::copy_n(b, 2 * D, y + r * 3 * D + D);
-    gemm<T>(false, true, BL, 2 * D, D, T(1), A.ln1, D, P + p.in_w + D * D, D, T(1), A.qkv + D,
+    gemm<T>(false, true, BL, 2 * D, D, T(1), A.ln1, D, w.in_w + D * D, D, T(1), A.qkv + D,
             3 * D);
   }
   // q for the pooled rows
   gather_pooled(a.pool_ln1, A.ln1, a.pool_row, D);
-  linear_forward(a.pool_q, a.pool_ln1, P + p.in_w, P + p.in_b, B, D, D);
+  linear_maybe_prepared(a.pool_q, a.pool_ln1, w.in_w, prep ? &prep->q : nullptr, w.in_b, B, D, D);
   attention_pooled_forward(A.attn, A.probs, a.pool_q, A.qkv, idx, off, B, s.L, D, s.H, s.causal);
-  gather_pooled(A.res1, in, a.pool_row, D);
-  linear_forward_residual(A.res1, A.res1, A.attn, P + p.out_w, P + p.out_b, B, D, D);
-  layernorm_forward(A.ln2, A.ln2_mean, A.ln2_rstd, A.res1, P + p.ln2_w, P + p.ln2_b, B, D, eps);
-  linear_forward(A.h, A.ln2, P + p.fc_w, P + p.fc_b, B, F, D);
+  T* res1 = a.pool_res;
+  gather_pooled(res1, in, a.pool_row, D);
+  residual_linear_maybe_prepared(res1, res1, A.attn, w.out_w, prep ? &prep->out : nullptr,
+                                 w.out_b, B, D, D);
+  layernorm_forward(A.ln2, A.ln2_mean, A.ln2_rstd, res1, w.ln2_w, w.ln2_b, B, D, eps);
+  linear_maybe_prepared(A.h, A.ln2, w.fc_w, prep ? &prep->fc : nullptr, w.fc_b, B, F, D);
   activation_forward(act_, A.a, A.h, B * F);
-  linear_forward_residual(a.pooled, A.res1, A.a, P + p.proj_w, P + p.proj_b, B, D, F);
+  residual_linear_maybe_prepared(a.pooled, res1, A.a, w.proj_w, prep ? &prep->proj : nullptr,
+                                 w.proj_b, B, D, F);
 }
 
 // a.dpooled holds d(pooled rows) on entry (it is used as scratch); a.g1 = d(block input), all
@@ -444,7 +655,7 @@ void ClipNetwork<T>::last_block_backward(TowerActs& a, const TowerShape& s,
   linear_backward(a.da, G + p.proj_w, G + p.proj_b, g, A.a, P + p.proj_w, B, D, F, overwrite);
   activation_backward(act_, a.da, a.da, A.h, B * F, overwrite);
   linear_backward(a.dln, G + p.fc_w, G + p.fc_b, a.da, A.ln2, P + p.fc_w, B, F, D, overwrite);
-  layernorm_backward(g, G + p.ln2_w, G + p.ln2_b, a.dln, A.res1, P + p.ln2_w, A.ln2_mean,
+  layernorm_backward(g, G + p.ln2_w, G + p.ln2_b, a.dln, a.pool_res, P + p.ln2_w, A.ln2_mean,
                      A.ln2_rstd, B, D);
   linear_backward(a.dattn, G + p.out_w, G + p.out_b, g, A.attn, P + p.out_w, B, D, D, overwrite);
   T* dq = a.pool_dq;
@@ -468,28 +679,35 @@ void ClipNetwork<T>::last_block_backward(TowerActs& a, const TowerShape& s,
 }
 
 template <typename T>
-void ClipNetwork<T>::block_forward(TowerActs& a, const TowerShape& s, const BlockParams& p,
-                                     size_t l, const T* in, int64_t B) {
+void ClipNetwork<T>::block_forward(TowerActs& a, const TowerShape& s, const BlockWeights& w,
+                                   const PreparedBlock* prep, size_t l, const T* in, int64_t B) {
   const int64_t BL = a.rows, D = s.D, F = s.F;
   const double eps = config_.layer_norm_eps;
-  const T* P = params_.data();
   LayerActs& A = a.layers[l];
-  {
-    layernorm_forward(A.ln1, A.ln1_mean, A.ln1_rstd, in, P + p.ln1_w, P + p.ln1_b, BL, D, eps);
-    linear_forward(A.qkv, A.ln1, P + p.in_w, P + p.in_b, BL, 3 * D, D);
-    attention_fwd(a, s, A, B);
-    linear_forward_residual(A.res1, in, A.attn, P + p.out_w, P + p.out_b, BL, D, D);
-    layernorm_forward(A.ln2, A.ln2_mean, A.ln2_rstd, A.res1, P + p.ln2_w, P + p.ln2_b, BL, D, eps);
-    linear_forward(A.h, A.ln2, P + p.fc_w, P + p.fc_b, BL, F, D);
-    activation_forward(act_, A.a, A.h, BL * F);
-    linear_forward_residual(A.res2, A.res1, A.a, P + p.proj_w, P + p.proj_b, BL, D, F);
-  }
+  layernorm_forward(A.ln1, A.ln1_mean, A.ln1_rstd, in, w.ln1_w, w.ln1_b, BL, D, eps);
+  bool done = false;
+  if constexpr (std::is_same_v<T, float>)
+    if (prep) {  // q and k | v prepared apart (see PreparedBlock)
+      clip::linear_forward(A.qkv, A.ln1, prep->q, w.in_b, BL, D, 3 * D);
+      clip::linear_forward(A.qkv + D, A.ln1, prep->kv, w.in_b + D, BL, D, 3 * D);
+      done = true;
+    }
+  if (!done) linear_forward(A.qkv, A.ln1, w.in_w, w.in_b, BL, 3 * D, D);
+  attention_fwd(a, s, A, B);
+  residual_linear_maybe_prepared(A.res1, in, A.attn, w.out_w, prep ? &prep->out : nullptr,
+                                 w.out_b, BL, D, D);
+  layernorm_forward(A.ln2, A.ln2_mean, A.ln2_rstd, A.res1, w.ln2_w, w.ln2_b, BL, D, eps);
+  linear_maybe_prepared(A.h, A.ln2, w.fc_w, prep ? &prep->fc : nullptr, w.fc_b, BL, F, D);
+  activation_forward(act_, A.a, A.h, BL * F);
+  residual_linear_maybe_prepared(A.res2, A.res1, A.a, w.proj_w, prep ? &prep->proj : nullptr,
+                                 w.proj_b, BL, D, F);
 }
 
 template <typename T>
 void ClipNetwork<T>::transformer_backward(TowerActs& a, const TowerShape& s,
-                                            const std::vector<BlockParams>& blocks, const T* x,
-                                            int64_t B) {
+                                          const std::vector<BlockParams>& blocks,
+                                          const std::vector<BlockWeights>& weights, const T* x,
+                                          int64_t B) {
   const int64_t BL = a.rows, D = s.D, F = s.F;
   const T* P = params_.data();
   T* G = grads_.data();
@@ -511,7 +729,7 @@ void ClipNetwork<T>::transformer_backward(TowerActs& a, const TowerShape& s,
     const T* in = li == 0 ? x : a.layers[li - 1].res2;
     // With recomputation the shared internals hold a later block's values: recompute this
     // block's from its input (its res2 is rewritten with identical values).
-    if (a.recompute) block_forward(a, s, p, li, in, B);
+    if (a.recompute) block_forward(a, s, weights[li], nullptr, li, in, B);
     // res2 = res1 + c_proj(act(c_fc(ln_2(res1))))
     linear_backward(a.da, G + p.proj_w, G + p.proj_b, a.g1, A.a, P + p.proj_w, BL, D, F, overwrite);
     activation_backward(act_, a.da, a.da, A.h, BL * F, overwrite);  // in place: d(c_fc output)
@@ -535,32 +753,65 @@ void ClipNetwork<T>::transformer_backward(TowerActs& a, const TowerShape& s,
 
 template <typename T>
 void ClipNetwork<T>::forward_image(const float* pixels, int64_t B, T* features,
-                                     bool update_running_stats) {
+                                   bool update_running_stats) {
   if (B <= 0) throw Error("training: forward_image needs at least one image");
+  if (inference_only()) throw Error("forward_image: an inference network has no gradients (use encode_images)");
   if (resnet_) {
     resnet_->forward(pixels, B, features, update_running_stats);
     return;
   }
   plan(vacts_, vshape_, B, true);
-  TowerActs& a = vacts_;
+  image_forward(vacts_, pixels, B, features, nullptr);
+}
+
+template <typename T>
+void ClipNetwork<T>::encode_images(const float* pixels, int64_t B, float* features,
+                                   const ActivationHook* hook) {
+  if constexpr (!std::is_same_v<T, float>) {
+    throw Error("encode_images: inference computes in float");
+  } else {
+    if (B <= 0) return;
+    if (!has_image_tower_)
+      throw Error("encode_images: this network's ResNet image tower is served by model/resnet.h");
+    if (resnet_) {  // evaluation mode: the running statistics
+      const bool was_training = resnet_->training();
+      resnet_->set_training(false);
+      resnet_->forward(pixels, B, features, /*update_running_stats=*/false);
+      resnet_->set_training(was_training);
+      return;
+    }
+    plan_inference(vinf_, vshape_, B, true);
+    image_forward(vinf_, pixels, B, features, hook);
+  }
+}
+
+template <typename T>
+void ClipNetwork<T>::image_forward(TowerActs& a, const float* pixels, int64_t B, T* features,
+                                   const ActivationHook* hook) {
   a.B_used = B;
   const TowerShape& s = vshape_;
   const int64_t W = s.D, E = config_.embed_dim, cols = 3 * patch_ * patch_;
-  const T* P = params_.data();
+  const double eps = config_.layer_norm_eps;
   patchify(a.patches, pixels, B, int64_t(config_.vision.image_size), patch_);
-  linear_forward<T>(a.ptok, a.patches, P + v_conv_, nullptr, B * grid2_, W, cols);
-  vit_embed_forward(a.x0, a.ptok, P + v_cls_, P + v_pos_, B, grid2_, W);
-  layernorm_forward(a.lnpre, a.lnpre_mean, a.lnpre_rstd, a.x0, P + v_lnpre_w_, P + v_lnpre_b_,
-                    B * s.L, W, double(config_.layer_norm_eps));
+  linear_forward<T>(a.ptok, a.patches, vw_.conv, nullptr, B * grid2_, W, cols);
+  vit_embed_forward(a.x0, a.ptok, vw_.cls, vw_.pos, B, grid2_, W);
+  emit(hook, "vision.embed", a.x0, {B, s.L, W});
+  layernorm_forward(a.lnpre, a.lnpre_mean, a.lnpre_rstd, a.x0, vw_.ln_pre_w, vw_.ln_pre_b,
+                    B * s.L, W, eps);
+  emit(hook, "vision.ln_pre", a.lnpre, {B, s.L, W});
   a.rows = B * s.L;
   a.seq_off.clear();  // uniform sequences of L rows
   a.pool_index.assign(size_t(B), 0);  // the class token
   a.pool_row.resize(size_t(B));
   for (int64_t b = 0; b < B; ++b) a.pool_row[size_t(b)] = b * s.L;
-  transformer_forward(a, s, vblocks_, a.lnpre, B);  // -> a.pooled
-  layernorm_forward(a.lnfin, a.lnfin_mean, a.lnfin_rstd, a.pooled, P + v_lnpost_w_,
-                    P + v_lnpost_b_, B, W, double(config_.layer_norm_eps));
-  project_forward(features, a.lnfin, P + v_proj_, B, E, W);
+  const std::vector<PreparedBlock> none;
+  transformer_forward(a, s, vweights_, a.inference ? vprep_ : none, a.lnpre, B, hook,
+                      "vision.");  // -> a.pooled
+  layernorm_forward(a.lnfin, a.lnfin_mean, a.lnfin_rstd, a.pooled, vw_.ln_post_w,
+                    vw_.ln_post_b, B, W, eps);
+  emit(hook, "vision.ln_post", a.lnfin, {B, W});
+  project_forward(features, a.lnfin, vw_.proj, B, E, W);
+  emit(hook, "vision.output", features, {B, E});
 }
 
 template <typename T>
@@ -581,7 +832,7 @@ void ClipNetwork<T>::backward_image(const T* d_features) {
   std::fill_n(a.dpooled, B * W, T(0));
   layernorm_backward(a.dpooled, G + v_lnpost_w_, G + v_lnpost_b_, a.dlnfin, a.pooled,
                      P + v_lnpost_w_, a.lnfin_mean, a.lnfin_rstd, B, W);
-  transformer_backward(a, s, vblocks_, a.lnpre, B);  // a.dpooled -> a.g1
+  transformer_backward(a, s, vblocks_, vweights_, a.lnpre, B);  // a.dpooled -> a.g1
   std::fill_n(a.dln, BL * W, T(0));
   layernorm_backward(a.dln, G + v_lnpre_w_, G + v_lnpre_b_, a.g1, a.x0, P + v_lnpre_w_,
                      a.lnpre_mean, a.lnpre_rstd, BL, W);
@@ -594,11 +845,31 @@ void ClipNetwork<T>::backward_image(const T* d_features) {
 template <typename T>
 void ClipNetwork<T>::forward_text(const int32_t* ids, int64_t B, T* features) {
   if (B <= 0) throw Error("training: forward_text needs at least one text");
+  if (inference_only()) throw Error("forward_text: an inference network has no gradients (use encode_texts)");
   plan(tacts_, tshape_, B, false);
-  TowerActs& a = tacts_;
+  text_forward(tacts_, ids, B, tshape_.L, features, nullptr);
+}
+
+template <typename T>
+void ClipNetwork<T>::encode_texts(const int32_t* ids, int64_t B, int64_t context,
+                                  float* features, const ActivationHook* hook) {
+  if constexpr (!std::is_same_v<T, float>) {
+    throw Error("encode_texts: inference computes in float");
+  } else {
+    if (B <= 0) return;
+    plan_inference(tinf_, tshape_, B, false);
+    text_forward(tinf_, ids, B, context, features, hook);
+  }
+}
+
+template <typename T>
+void ClipNetwork<T>::text_forward(TowerActs& a, const int32_t* ids, int64_t B, int64_t ctx,
+                                  T* features, const ActivationHook* hook) {
+  if (ctx <= 0 || ctx > tshape_.L)
+    throw Error("text encoder: token rows of length " + std::to_string(ctx) +
+                " (the model's context length is " + std::to_string(tshape_.L) + ")");
   a.B_used = B;
-  const int64_t D = tshape_.D, E = config_.embed_dim, ctx = tshape_.L;
-  const T* P = params_.data();
+  const int64_t D = tshape_.D, E = config_.embed_dim;
   a.pool_index.assign(size_t(B), 0);
   int64_t L = 1;
   for (int64_t b = 0; b < B; ++b) {
@@ -606,8 +877,9 @@ void ClipNetwork<T>::forward_text(const int32_t* ids, int64_t B, T* features) {
     for (int64_t l = 0; l < ctx; ++l) {
       const int32_t id = ids[b * ctx + l];
       if (id < 0 || id >= config_.text.vocab_size)
-        throw Error("training: token id " + std::to_string(id) + " at row " + std::to_string(b) +
-                    " is outside the vocabulary of " + std::to_string(config_.text.vocab_size));
+        throw Error("text encoder: token id " + std::to_string(id) + " at row " +
+                    std::to_string(b) + " is outside the vocabulary of " +
+                    std::to_string(config_.text.vocab_size));
       if (id > ids[b * ctx + best]) best = int32_t(l);  // first maximum, as torch.argmax
     }
     a.pool_index[size_t(b)] = best;
@@ -630,12 +902,17 @@ void ClipNetwork<T>::forward_text(const int32_t* ids, int64_t B, T* features) {
                 a.ids.begin() + a.seq_off[size_t(b)]);
     a.pool_row[size_t(b)] = a.seq_off[size_t(b + 1)] - 1;
   }
-  token_embed_forward_packed(a.x0, a.ids.data(), P + t_tok_, P + t_pos_, a.seq_off.data(), B, D);
-  transformer_forward(a, s, tblocks_, a.x0, B);  // -> a.pooled
+  token_embed_forward_packed(a.x0, a.ids.data(), tw_.tok, tw_.pos, a.seq_off.data(), B, D);
+  emit_rows(hook, "text.embed", a, a.x0, B, D);
+  const std::vector<PreparedBlock> none;
+  transformer_forward(a, s, tweights_, a.inference ? tprep_ : none, a.x0, B, hook,
+                      "text.");  // -> a.pooled
   // ln_final is row-wise, so applying it to the pooled rows only equals model.py's order.
-  layernorm_forward(a.lnfin, a.lnfin_mean, a.lnfin_rstd, a.pooled, P + t_lnfin_w_,
-                    P + t_lnfin_b_, B, D, double(config_.layer_norm_eps));
-  project_forward(features, a.lnfin, P + t_proj_, B, E, D);
+  layernorm_forward(a.lnfin, a.lnfin_mean, a.lnfin_rstd, a.pooled, tw_.ln_final_w,
+                    tw_.ln_final_b, B, D, double(config_.layer_norm_eps));
+  emit(hook, "text.ln_final", a.lnfin, {B, D});
+  project_forward(features, a.lnfin, tw_.proj, B, E, D);
+  emit(hook, "text.output", features, {B, E});
 }
 
 template <typename T>
@@ -653,7 +930,7 @@ void ClipNetwork<T>::backward_text(const T* d_features) {
   std::fill_n(a.dpooled, B * D, T(0));
   layernorm_backward(a.dpooled, G + t_lnfin_w_, G + t_lnfin_b_, a.dlnfin, a.pooled,
                      P + t_lnfin_w_, a.lnfin_mean, a.lnfin_rstd, B, D);
-  transformer_backward(a, s, tblocks_, a.x0, B);  // a.dpooled -> a.g1
+  transformer_backward(a, s, tblocks_, tweights_, a.x0, B);  // a.dpooled -> a.g1
   token_embed_backward_packed(G + t_tok_, G + t_pos_, a.g1, a.ids.data(), a.seq_off.data(), B, D);
 }
 

@@ -1,17 +1,25 @@
 #pragma once
-// A trainable ViT CLIP (image tower + text tower + logit_scale) with explicit forward/backward
-// passes over planned activation buffers (llm.c style).
+// The CLIP network with a ViT (or ModifiedResNet) image tower and the text tower: ONE
+// definition for training and inference. Each layer is a forward/backward pair
+// (nn/layers.h); training runs forward_* (keeping what backward_* needs), inference runs
+// encode_* (the same forward, no saved activations: every block works in place in one
+// shared set of buffers). Inference speed-ups are preparations of this model, not a second
+// implementation: the blocks' linear layers prepared once (packed f32 or bf16, core/matmul.h),
+// the last block computed for the pooled rows only, each text only up to its end token.
 //
-// Memory layout:
-//   * all parameters live in ONE contiguous arena (params()), in OpenAI state-dict order and
-//     names: first every "visual.*" tensor, then the text tower, then "logit_scale" last, so a
-//     tower is one contiguous range (freezing, per-tower clipping);
-//   * the gradients live in a second arena with the same layout (grads());
-//   * the optimizer keeps its moments in two more arenas of that layout (see optimizer.h);
-//   * activations for each tower are planned for a batch size on first use (or by
-//     plan_image/plan_text) as one arena per tower, and reused while the batch size fits.
-// T is float for training; double is instantiated for float64 reference comparisons.
+// Two ways to build one:
+//   * for training, ClipNetwork(config): the parameters live in ONE contiguous arena
+//     (params()), in OpenAI state-dict order and names: first every "visual.*" tensor, then
+//     the text tower, then "logit_scale" last, so a tower is one contiguous range (freezing,
+//     per-tower clipping); the gradients in a second arena of the same layout (grads()); the
+//     optimizer keeps its moments in two more (optimizer.h); activations are planned per
+//     tower for a batch size on first use and reused while it fits;
+//   * for inference, ClipNetwork(checkpoint, precision) (float only): no arenas; the weights
+//     are the checkpoint's tensors (views of the mapped file, packed copies replacing their
+//     pages), checked against the same parameter list (parameters(): the schema).
+// T is float; double is instantiated for float64 reference comparisons (training only).
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <new>
@@ -20,9 +28,17 @@
 #include <utility>
 #include <vector>
 
+#include "core/matmul.h"
 #include "core/tensor.h"
 #include "model/config.h"
+#include "model/weights.h"
 #include "nn/layers.h"
+
+namespace clip {
+// Called with an activation after each stage of an encoder (parity tests compare them).
+using ActivationHook = std::function<void(const std::string& name, const float* data,
+                                          const std::vector<int64_t>& shape)>;
+}  // namespace clip
 
 namespace clip::nn {
 
@@ -80,6 +96,11 @@ class ClipNetwork {
   // image range of the arenas is a ResNetTower's layout, bound to them; see resnet_tower.h).
   // heads must divide the widths.
   explicit ClipNetwork(const ModelConfig& config);
+  // Inference (T = float): the weights of `ckpt` (canonical names; ckpt must outlive this),
+  // every tensor checked against parameters() (an error names the file and the tensor); the
+  // blocks' linear layers prepared at `precision`. A ResNet image tower is not part of this
+  // network yet (model/resnet.h serves it): then only the text tower is built.
+  ClipNetwork(const LoadedCheckpoint& ckpt, Precision precision);
   ~ClipNetwork();
   // Not copyable: a ResNet tower points into the arenas (moves keep them valid).
   ClipNetwork(const ClipNetwork&) = delete;
@@ -99,7 +120,9 @@ class ClipNetwork {
   // The [begin, end) element range of a tower in the arenas.
   std::pair<size_t, size_t> tower_range(Tower tower) const;
 
-  T logit_scale() const { return params_[logit_scale_offset_]; }
+  T logit_scale() const {
+    return params_.empty() ? inference_logit_scale_ : params_[logit_scale_offset_];
+  }
   T& logit_scale_ref() { return params_[logit_scale_offset_]; }
   T& logit_scale_grad() { return grads_[logit_scale_offset_]; }
 
@@ -149,6 +172,28 @@ class ClipNetwork {
   void set_image_training(bool on);
   bool image_training() const;
 
+  // ---- inference: the forward without saved activations ----
+  // pixels [B, 3, S, S] (normalised) -> features [B, embed_dim] (not normalised). A ResNet
+  // tower runs in evaluation mode. Hook names: vision.embed [B,T,w] (class token + patches +
+  // positions), vision.ln_pre, vision.block.<i> [B,T,w], vision.ln_post [B,w], vision.output;
+  // with a hook the last block runs on all rows (otherwise on the class tokens only).
+  void encode_images(const float* pixels, int64_t B, float* features,
+                     const ActivationHook* hook = nullptr);
+  // ids [B, context] (row stride context <= context_length; pooled at the first largest id)
+  // -> features [B, embed_dim]. Hook names: text.embed, text.block.<i> ([B, T', d], T' the
+  // batch's longest text up to its end token; positions after a text's own end token are
+  // not computed and read 0), text.ln_final [B,d] (pooled rows), text.output.
+  void encode_texts(const int32_t* ids, int64_t B, int64_t context, float* features,
+                    const ActivationHook* hook = nullptr);
+  // Training mode: prepares the blocks' linear layers from the current parameters, as the
+  // inference constructor does, so encode_* computes exactly what a model loaded from a
+  // checkpoint of these parameters computes (validation). The preparation is a copy: drop it
+  // (unprepare) before the parameters change again. InferencePreparation does both.
+  void prepare(Precision precision = Precision::F32);
+  void unprepare();
+  bool prepared() const { return !vprep_.empty() || !tprep_.empty(); }
+  bool inference_only() const { return params_.empty(); }
+
   // Bytes of activation memory currently planned for both towers.
   size_t activation_bytes() const;
 
@@ -164,6 +209,15 @@ class ClipNetwork {
  private:
   struct BlockParams {  // offsets into the arenas
     size_t ln1_w, ln1_b, in_w, in_b, out_w, out_b, ln2_w, ln2_b, fc_w, fc_b, proj_w, proj_b;
+  };
+  struct BlockWeights {  // the same parameters as read by the forward (arena or checkpoint)
+    const T *ln1_w, *ln1_b, *in_w, *in_b, *out_w, *out_b, *ln2_w, *ln2_b, *fc_w, *fc_b,
+        *proj_w, *proj_b;
+  };
+  // A block's linear layers prepared for inference: in_proj as its q rows and its k | v rows
+  // (the pooled last block projects k, v for all rows and q for a few).
+  struct PreparedBlock {
+    PackedWeight q, kv, out, fc, proj;
   };
   struct LayerActs {
     T *ln1, *ln1_mean, *ln1_rstd, *qkv, *probs, *attn, *res1, *ln2, *ln2_mean, *ln2_rstd, *h,
@@ -191,6 +245,10 @@ class ClipNetwork {
     // before and after the activation)
     T *g1, *dln, *dqkv, *dattn, *da, *dptok, *dpooled, *dlnfin;
     std::vector<int32_t> ids, pool_index;
+    // The pooled rows' residual stream in the last block: res1 of the last layer in training;
+    // its own [B, D] buffer in inference, where the blocks run in place.
+    T* pool_res = nullptr;
+    bool inference = false;  // planned without saved activations
   };
   struct TowerShape {
     int64_t L, D, H, F, layers;
@@ -198,24 +256,40 @@ class ClipNetwork {
   };
 
   size_t add_param(const std::string& name, std::vector<int64_t> shape, Tower tower);
+  void define_parameters(const std::string& where, bool with_resnet);
   void add_vit_parameters();
   std::vector<BlockParams> add_blocks(const std::string& prefix, int layers, int64_t D,
                                       int64_t F, Tower tower);
   void plan(TowerActs& acts, const TowerShape& s, int64_t B, bool vision);
-  void block_forward(TowerActs& acts, const TowerShape& s, const BlockParams& p, size_t l,
-                     const T* in, int64_t B);
+  void plan_inference(TowerActs& acts, const TowerShape& s, int64_t B, bool vision);
+  // Weight pointers of every forward parameter: from the arena (training) or `source`.
+  void bind_weights(const std::function<const T*(const ParamEntry&)>& source);
+  void prepare_blocks(Precision precision, const LoadedCheckpoint* ckpt);
+  void image_forward(TowerActs& acts, const float* pixels, int64_t B, T* features,
+                     const ActivationHook* hook);
+  void text_forward(TowerActs& acts, const int32_t* ids, int64_t B, int64_t context,
+                    T* features, const ActivationHook* hook);
+  void block_forward(TowerActs& acts, const TowerShape& s, const BlockWeights& w,
+                     const PreparedBlock* prep, size_t l, const T* in, int64_t B);
   void transformer_forward(TowerActs& acts, const TowerShape& s,
-                           const std::vector<BlockParams>& blocks, const T* x, int64_t B);
+                           const std::vector<BlockWeights>& blocks,
+                           const std::vector<PreparedBlock>& prep, const T* x, int64_t B,
+                           const ActivationHook* hook, const std::string& hook_prefix);
   void attention_fwd(TowerActs& acts, const TowerShape& s, LayerActs& A, int64_t B);
-  // The last block, for the pooled rows only (see clip_trainable.cpp).
-  void last_block_forward(TowerActs& acts, const TowerShape& s, const BlockParams& p,
-                          const T* in, int64_t B);
+  void emit(const ActivationHook* hook, const std::string& name, const T* x,
+            std::vector<int64_t> shape) const;
+  void emit_rows(const ActivationHook* hook, const std::string& name, const TowerActs& a,
+                 const T* x, int64_t B, int64_t D) const;
+  // The last block, for the pooled rows only (see clip_network.cpp).
+  void last_block_forward(TowerActs& acts, const TowerShape& s, const BlockWeights& w,
+                          const PreparedBlock* prep, const T* in, int64_t B);
   void last_block_backward(TowerActs& acts, const TowerShape& s, const BlockParams& p,
                            const T* in, int64_t B);
   // The blocks: forward writes acts.pooled [B, D] (the last block's output at pool_index);
   // backward reads d(pooled) from acts.dpooled and leaves d(input of block 0) in acts.g1.
   void transformer_backward(TowerActs& acts, const TowerShape& s,
-                            const std::vector<BlockParams>& blocks, const T* x, int64_t B);
+                            const std::vector<BlockParams>& blocks,
+                            const std::vector<BlockWeights>& weights, const T* x, int64_t B);
 
   ModelConfig config_;
   Act act_;
@@ -229,10 +303,41 @@ class ClipNetwork {
   size_t v_conv_, v_cls_, v_pos_, v_lnpre_w_, v_lnpre_b_, v_lnpost_w_, v_lnpost_b_, v_proj_;
   size_t t_tok_, t_pos_, t_lnfin_w_, t_lnfin_b_, t_proj_, logit_scale_offset_;
   std::vector<BlockParams> vblocks_, tblocks_;
-  TowerActs vacts_, tacts_;
+  // What the forward reads (bind_weights): the blocks' and the towers' other weights.
+  std::vector<BlockWeights> vweights_, tweights_;
+  struct {
+    const T *conv = nullptr, *cls = nullptr, *pos = nullptr, *ln_pre_w = nullptr,
+            *ln_pre_b = nullptr, *ln_post_w = nullptr, *ln_post_b = nullptr, *proj = nullptr;
+  } vw_;
+  struct {
+    const T *tok = nullptr, *pos = nullptr, *ln_final_w = nullptr, *ln_final_b = nullptr,
+            *proj = nullptr;
+  } tw_;
+  std::vector<PreparedBlock> vprep_, tprep_;  // empty: not prepared
+  bool has_image_tower_ = true;
+  T inference_logit_scale_ = T(0);
+  TowerActs vacts_, tacts_;  // training
+  TowerActs vinf_, tinf_;    // inference
   std::unique_ptr<ResNetTower<T>> resnet_;  // the image tower when it is a ResNet
   bool recompute_ = false;
   std::pair<size_t, size_t> vrange_{}, trange_{};
+};
+
+// Prepares a training network's linear layers for the scope of a validation pass (see
+// ClipNetwork::prepare) and drops them at its end, before the next optimizer step.
+template <typename T>
+class InferencePreparation {
+ public:
+  explicit InferencePreparation(ClipNetwork<T>& net, Precision precision = Precision::F32)
+      : net_(net) {
+    net_.prepare(precision);
+  }
+  ~InferencePreparation() { net_.unprepare(); }
+  InferencePreparation(const InferencePreparation&) = delete;
+  InferencePreparation& operator=(const InferencePreparation&) = delete;
+
+ private:
+  ClipNetwork<T>& net_;
 };
 
 extern template class ClipNetwork<float>;
