@@ -112,6 +112,23 @@ void round_trip(const ModelConfig& c, bool directory) {
   expect_close(ours_i, inf_i, "image features");
   expect_close(ours_t, inf_t, "text features");
   EXPECT_FLOAT_EQ(model.logit_scale(), m.logit_scale());
+
+  // Validation during training (clip train's validator: encode_* with the linear layers
+  // prepared from the current parameters) computes bit for bit what the saved checkpoint gives
+  // through ClipModel (clip embed, clip eval): one network definition, one preparation.
+  std::vector<float> val_i(inf_i.size()), val_t(inf_t.size());
+  {
+    const InferencePreparation<float> prepared(m);
+    EXPECT_TRUE(m.prepared());
+    m.encode_images(pixels.data(), N, val_i.data());
+    m.encode_texts(ids.data(), N, L, val_t.data());
+  }
+  EXPECT_FALSE(m.prepared());
+  EXPECT_EQ(val_i, inf_i);
+  EXPECT_EQ(val_t, inf_t);
+  // Unprepared (raw weights, the training products) it is the training forward's numbers.
+  m.encode_images(pixels.data(), N, val_i.data());
+  EXPECT_EQ(val_i, ours_i);
 }
 
 }  // namespace

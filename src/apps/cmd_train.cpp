@@ -283,16 +283,11 @@ class Validation {
   bool enabled() const { return val_ || zs_; }
 
   std::vector<std::pair<std::string, double>> operator()(nn::ClipNetwork<float>& m) {
-    // A ResNet tower is evaluated as it will be used: batch norm with its running statistics
-    // (and without updating them); training mode again afterwards.
-    struct EvalMode {
-      nn::ClipNetwork<float>& m;
-      bool was;
-      explicit EvalMode(nn::ClipNetwork<float>& model) : m(model), was(model.image_training()) {
-        m.set_image_training(false);
-      }
-      ~EvalMode() { m.set_image_training(was); }
-    } eval_mode(m);
+    // Validation runs what `clip embed` runs on the saved checkpoint: the inference forward
+    // (nn::ClipNetwork::encode_*: no saved activations, the linear layers prepared from the
+    // current parameters; a ResNet tower with its running statistics), so a checkpoint scores
+    // the same here and in `clip eval`. The preparation is dropped before training goes on.
+    const nn::InferencePreparation<float> prepared(m);
     std::vector<std::pair<std::string, double>> out;
     const int dim = m.config().embed_dim;
     if (val_) {
@@ -343,7 +338,7 @@ class Validation {
         }
       }
       if (error) std::rethrow_exception(error);
-      m.forward_image(px.data(), nb, out.data() + size_t(b0) * dim);
+      m.encode_images(px.data(), nb, out.data() + size_t(b0) * dim);
     }
     return out;
   }
@@ -355,7 +350,7 @@ class Validation {
       const size_t nb = std::min(texts.size() - i, size_t(batch_));
       const std::vector<std::string> chunk(texts.begin() + long(i), texts.begin() + long(i + nb));
       const std::vector<int32_t> ids = tok_.tokenize(chunk, ctx, /*truncate=*/true);
-      m.forward_text(ids.data(), int64_t(nb), out.data() + i * size_t(dim));
+      m.encode_texts(ids.data(), int64_t(nb), ctx, out.data() + i * size_t(dim));
     }
   }
 
