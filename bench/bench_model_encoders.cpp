@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "core/io.h"
-#include "core/matmul.h"
+#include "backend/matmul.h"
 #include "core/threads.h"
 #include "model/clip_model.h"
 #include "model/weights.h"

@@ -12,7 +12,7 @@
 #include <random>
 #include <vector>
 
-#include "core/matmul.h"
+#include "backend/matmul.h"
 #include "core/threads.h"
 #if defined(CLIP_HAVE_ONEDNN)
 #include <dnnl.h>

@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "core/conv.h"
+#include "backend/conv.h"
 #include "model/resnet.h"
 #include "model/weights.h"
 

@@ -16,7 +16,7 @@ cmake --build build -j "$JOBS"
 ctest --test-dir build --output-on-failure -j "$JOBS"
 
 # The same suite with the kernel paths of older CPUs (CLIP_MAX_ISA caps our kernels and
-# oneDNN's; src/core/cpu_features.h), so a change that breaks exactness or a tolerance on one
+# oneDNN's; src/backend/cpu_features.h), so a change that breaks exactness or a tolerance on one
 # CPU is seen on any machine. The run above used this machine's best.
 system="$(build/clip info --system)"
 echo "== CPU: $(sed -n 's/^cpu: *//p' <<<"$system"); best: $(sed -n 's/^best isa: *//p' <<<"$system")"

@@ -1,4 +1,4 @@
-// bf16 products (core/matmul.h Precision::BF16: bf16 weights prepared once, bf16 inputs, f32
+// bf16 products (backend/matmul.h Precision::BF16: bf16 weights prepared once, bf16 inputs, f32
 // accumulation; the transformer layers of both towers): where the CPU has AVX512-BF16 or AMX
 // (within CLIP_MAX_ISA), features stay within cosine 0.9995 of the fp32 reference (issue 17's
 // bound) for images and texts, batch 1 and several; elsewhere asking for bf16 is a clear error
@@ -10,10 +10,10 @@
 #include <string>
 #include <vector>
 
-#include "core/cpu_features.h"
+#include "backend/cpu_features.h"
 #include "core/error.h"
 #include "core/io.h"
-#include "core/matmul.h"
+#include "backend/matmul.h"
 #include "model/clip_model.h"
 #include "model/weights.h"
 #include "test_support.h"

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "core/error.h"
-#include "core/matmul.h"
+#include "backend/matmul.h"
 #include "core/ops.h"
 #include "core/threads.h"
 

@@ -338,7 +338,7 @@ void check_all_schemes(const std::string& dir) {
   EXPECT_EQ(openai.image, openclip.image) << "open_clip scheme";
   EXPECT_EQ(openai.text, openclip.text) << "open_clip scheme";
   // Hugging Face's in_proj is concatenated from q, k, v at load (a heap copy), packed like the
-  // mapped weights of the others (core/matmul.h PackedWeight), so the products are the same.
+  // mapped weights of the others (backend/matmul.h PackedWeight), so the products are the same.
   EXPECT_EQ(openai.image, hf.image) << "Hugging Face scheme";
   EXPECT_EQ(openai.text, hf.text) << "Hugging Face scheme";
 }

@@ -22,7 +22,7 @@
 #include <string>
 #include <vector>
 
-#include "core/conv.h"
+#include "backend/conv.h"
 #include "core/error.h"
 #include "core/io.h"
 #include "model/resnet.h"

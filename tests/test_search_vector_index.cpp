@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
-#include "core/matmul.h"
+#include "backend/matmul.h"
 #include "search/vector_index.h"
 
 namespace {
@@ -99,7 +99,7 @@ TEST(VectorIndexSlow, HnswRecallAt10IsAtLeast95PercentAt100kVectors) {
   EXPECT_GE(recall, 0.95);
 }
 
-// The graph's inner products are core/matmul.h's dot (AVX2 + FMA where present): every length,
+// The graph's inner products are backend/matmul.h's dot (AVX2 + FMA where present): every length,
 // including the tails the vector loop leaves, agrees with a double-precision sum.
 TEST(VectorIndex, DotKernelAgreesWithDoubleSums) {
   std::mt19937_64 rng(7);

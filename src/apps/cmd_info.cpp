@@ -7,9 +7,9 @@
 #include <string>
 
 #include "apps/command.h"
-#include "core/cpu_features.h"
+#include "backend/cpu_features.h"
 #include "core/error.h"
-#include "core/matmul.h"
+#include "backend/matmul.h"
 #include "model/config.h"
 #include "model/weights.h"
 

@@ -6,7 +6,7 @@
 
 #include "apps/command.h"
 #include "apps/stop_signals.h"
-#include "core/cpu_features.h"
+#include "backend/cpu_features.h"
 #include "core/error.h"
 
 namespace clip::app {

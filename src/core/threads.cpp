@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <thread>
 
-#include "core/matmul.h"
+#include "backend/matmul.h"
 
 namespace clip {
 

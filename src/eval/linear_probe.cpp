@@ -1,4 +1,4 @@
-#include "core/matmul.h"
+#include "backend/matmul.h"
 #include "eval/linear_probe.h"
 
 #include <omp.h>

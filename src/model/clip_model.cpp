@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "core/error.h"
-#include "core/matmul.h"
+#include "backend/matmul.h"
 #include "core/ops.h"
 
 #if __has_include("model/resnet.h")

@@ -1,4 +1,4 @@
-#include "core/matmul.h"
+#include "backend/matmul.h"
 #include "model/resnet.h"
 
 #include <omp.h>
@@ -10,7 +10,7 @@
 #include <mutex>
 #include <string>
 
-#include "core/conv.h"
+#include "backend/conv.h"
 #include "core/error.h"
 
 namespace clip {

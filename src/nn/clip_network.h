@@ -4,7 +4,7 @@
 // (nn/layers.h); training runs forward_* (keeping what backward_* needs), inference runs
 // encode_* (the same forward, no saved activations: every block works in place in one
 // shared set of buffers). Inference speed-ups are preparations of this model, not a second
-// implementation: the blocks' linear layers prepared once (packed f32 or bf16, core/matmul.h),
+// implementation: the blocks' linear layers prepared once (packed f32 or bf16, backend/matmul.h),
 // the last block computed for the pooled rows only, each text only up to its end token.
 //
 // Two ways to build one:
@@ -28,7 +28,7 @@
 #include <utility>
 #include <vector>
 
-#include "core/matmul.h"
+#include "backend/matmul.h"
 #include "core/tensor.h"
 #include "model/config.h"
 #include "model/weights.h"

@@ -7,7 +7,7 @@
 // Conventions (as nn/layers.h):
 //   * T is float (training) or double (finite-difference checks, the float64 comparison).
 //   * Activations are NHWC: [N, H, W, C], channels innermost (as the inference path in
-//     core/conv.h). A 1x1 convolution and batch norm then see a row-major [N*H*W, C] matrix.
+//     backend/conv.h). A 1x1 convolution and batch norm then see a row-major [N*H*W, C] matrix.
 //   * Weights are PyTorch's, used in place: conv weight OIHW [out, in, k, k], Linear [out, in].
 //   * Every backward ACCUMULATES (+=) into the gradients it produces (parameter and input
 //     gradients); a gradient pointer may be null to skip that output.

@@ -17,7 +17,7 @@
 namespace clip::nn {
 
 // C[M,N] = alpha * op(A) @ op(B) + beta * C, row-major, through the backend seam
-// (clip::sgemm / clip::dgemm, core/matmul.h).
+// (clip::sgemm / clip::dgemm, backend/matmul.h).
 template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
           int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);

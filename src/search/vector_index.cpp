@@ -13,7 +13,7 @@
 #include <random>
 
 #include "core/error.h"
-#include "core/matmul.h"
+#include "backend/matmul.h"
 
 namespace clip::search {
 
@@ -27,7 +27,7 @@ const char* index_type_name(IndexType t) { return t == IndexType::Hnsw ? "hnsw" 
 
 namespace {
 
-// The vectors of an HNSW graph, with inner products by our kernel (core/matmul.h, AVX2 + FMA
+// The vectors of an HNSW graph, with inner products by our kernel (backend/matmul.h, AVX2 + FMA
 // where the CPU has it) instead of Debian's FAISS build for baseline x86-64: building the graph
 // is nothing but such products, and runs about 7x faster this way (5,000 x 512 here: 4.2 s ->
 // 0.6 s). The stored layout is IndexFlatIP's, and it is written to disk as one.

@@ -6,46 +6,14 @@
 #include <cmath>
 #include <type_traits>
 
-#include "core/cpu_features.h"
+#include "backend/cpu_features.h"
 #include "core/error.h"
-#include "core/simd_target.h"
+#include "backend/vector_kernels.h"
 
 namespace clip::train {
 
 using namespace clip::nn;
 
-namespace {
-struct AdamScalars {
-  float decay, beta1, one_minus_beta1, beta2, one_minus_beta2, bc2_sqrt, eps, step_size_neg;
-};
-}  // namespace
-
-// ---- the float update eight lanes at a time (AVX2 + FMA, used where cpu_use_avx2())
-CLIP_AVX2_BEGIN
-namespace {
-// Returns where the 8-lane loop stopped. Fused multiply-adds for the m, v and final p
-// updates; sqrt and division are correctly rounded.
-int64_t adamw_avx2(float* p, const float* g, float* m, float* v, int64_t i, int64_t i1,
-                   const AdamScalars& s) {
-  const __m256 vdecay = _mm256_set1_ps(s.decay), vb1 = _mm256_set1_ps(s.beta1),
-               vomb1 = _mm256_set1_ps(s.one_minus_beta1), vb2 = _mm256_set1_ps(s.beta2),
-               vomb2 = _mm256_set1_ps(s.one_minus_beta2), vbc2 = _mm256_set1_ps(s.bc2_sqrt),
-               veps = _mm256_set1_ps(s.eps), vstep = _mm256_set1_ps(s.step_size_neg);
-  for (; i + 8 <= i1; i += 8) {
-    const __m256 gi = _mm256_loadu_ps(g + i);
-    const __m256 pi = _mm256_mul_ps(_mm256_loadu_ps(p + i), vdecay);
-    const __m256 mi = _mm256_fmadd_ps(vomb1, gi, _mm256_mul_ps(_mm256_loadu_ps(m + i), vb1));
-    const __m256 vi = _mm256_fmadd_ps(gi, _mm256_mul_ps(vomb2, gi),
-                                      _mm256_mul_ps(_mm256_loadu_ps(v + i), vb2));
-    const __m256 denom = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vi), vbc2), veps);
-    _mm256_storeu_ps(m + i, mi);
-    _mm256_storeu_ps(v + i, vi);
-    _mm256_storeu_ps(p + i, _mm256_fmadd_ps(vstep, _mm256_div_ps(mi, denom), pi));
-  }
-  return i;
-}
-}  // namespace
-CLIP_AVX2_END
 
 double cosine_lr(double base_lr, int64_t warmup_steps, int64_t total_steps, int64_t step) {
   if (step < warmup_steps) return base_lr * double(step + 1) / double(warmup_steps);
@@ -161,9 +129,10 @@ void AdamW<T>::step(double lr) {
       if constexpr (std::is_same_v<T, float>) {
         // GCC does not vectorise the scalar loop itself because of std::sqrt's errno path.
         if (cpu_use_avx2())
-          i0 = adamw_avx2(p, g, m, v, i0, i1,
-                          AdamScalars{decay, beta1, one_minus_beta1, beta2, one_minus_beta2,
-                                      bc2_sqrt, eps, step_size_neg});
+          i0 = backend::adamw_avx2(p, g, m, v, i0, i1,
+                                   backend::AdamScalars{decay, beta1, one_minus_beta1, beta2,
+                                                        one_minus_beta2, bc2_sqrt, eps,
+                                                        step_size_neg});
       }
       scalar(i0, i1);
     };

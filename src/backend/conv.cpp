@@ -1,4 +1,4 @@
-#include "core/conv.h"
+#include "backend/conv.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -18,7 +18,7 @@
 #include <dnnl.hpp>
 #endif
 
-#include "core/cpu_features.h"
+#include "backend/cpu_features.h"
 #include "core/error.h"
 
 namespace clip::conv {

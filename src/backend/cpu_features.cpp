@@ -1,4 +1,4 @@
-#include "core/cpu_features.h"
+#include "backend/cpu_features.h"
 
 #include <cstdint>
 #include <cstdlib>

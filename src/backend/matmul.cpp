@@ -1,4 +1,4 @@
-#include "core/matmul.h"
+#include "backend/matmul.h"
 
 #include <omp.h>
 
@@ -11,9 +11,9 @@
 #include <cstdlib>
 #include <string>
 
-#include "core/cpu_features.h"
+#include "backend/cpu_features.h"
 #include "core/error.h"
-#include "core/simd_target.h"
+#include "backend/simd_target.h"
 #include "core/tensor.h"
 
 #if defined(CLIP_HAVE_ONEDNN)

@@ -1,6 +1,6 @@
 // Code between CLIP_AVX2_BEGIN and CLIP_AVX2_END is compiled for AVX2 + FMA whatever the
 // build's baseline (-march=x86-64-v2 by default), and must only run where cpu_use_avx2()
-// (core/cpu_features.h) says so: the caller checks and falls back to the baseline code.
+// (backend/cpu_features.h) says so: the caller checks and falls back to the baseline code.
 // Include every header before CLIP_AVX2_BEGIN: a function declared inside the region gets
 // the AVX2 target, and a header's inline function compiled that way could be picked by the
 // linker for callers that run on any CPU.
