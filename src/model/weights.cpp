@@ -1,5 +1,7 @@
 #include "model/weights.h"
 
+#include "nn/clip_network.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -292,89 +294,7 @@ HfTensorMapping hf_mapping_for(const std::string& canonical) {
 }
 
 std::vector<std::pair<std::string, std::vector<int64_t>>> expected_tensors(const ModelConfig& c) {
-  std::vector<std::pair<std::string, std::vector<int64_t>>> out;
-  auto add = [&](std::string name, std::vector<int64_t> shape) { out.emplace_back(std::move(name), std::move(shape)); };
-  auto blocks = [&](const std::string& prefix, int layers, int64_t d, int64_t m) {
-    for (int i = 0; i < layers; ++i) {
-      std::string p = prefix + std::to_string(i) + ".";
-      add(p + "attn.in_proj_weight", {3 * d, d});
-      add(p + "attn.in_proj_bias", {3 * d});
-      add(p + "attn.out_proj.weight", {d, d});
-      add(p + "attn.out_proj.bias", {d});
-      add(p + "ln_1.weight", {d});
-      add(p + "ln_1.bias", {d});
-      add(p + "mlp.c_fc.weight", {m, d});
-      add(p + "mlp.c_fc.bias", {m});
-      add(p + "mlp.c_proj.weight", {d, m});
-      add(p + "mlp.c_proj.bias", {d});
-      add(p + "ln_2.weight", {d});
-      add(p + "ln_2.bias", {d});
-    }
-  };
-  auto bn = [&](const std::string& p, int64_t n) {
-    for (const char* s : {"weight", "bias", "running_mean", "running_var"}) add(p + "." + s, {n});
-  };
-  const int64_t e = c.embed_dim;
-
-  const auto& t = c.text;
-  add("token_embedding.weight", {t.vocab_size, t.width});
-  add("positional_embedding", {t.context_length, t.width});
-  blocks("transformer.resblocks.", t.layers, t.width, t.mlp_dim);
-  add("ln_final.weight", {t.width});
-  add("ln_final.bias", {t.width});
-  add("text_projection", {t.width, e});
-
-  const auto& v = c.vision;
-  if (!v.is_resnet()) {
-    const int64_t w = v.width, p = v.patch_size, grid = v.image_size / v.patch_size;
-    add("visual.class_embedding", {w});
-    add("visual.positional_embedding", {grid * grid + 1, w});
-    add("visual.proj", {w, e});
-    add("visual.conv1.weight", {w, 3, p, p});
-    add("visual.ln_pre.weight", {w});
-    add("visual.ln_pre.bias", {w});
-    blocks("visual.transformer.resblocks.", v.layers, w, v.mlp_dim);
-    add("visual.ln_post.weight", {w});
-    add("visual.ln_post.bias", {w});
-  } else {
-    // ModifiedResNet: 3-conv stem, 4 bottleneck stages, attention pooling.
-    const int64_t w = v.width;
-    add("visual.conv1.weight", {w / 2, 3, 3, 3});
-    bn("visual.bn1", w / 2);
-    add("visual.conv2.weight", {w / 2, w / 2, 3, 3});
-    bn("visual.bn2", w / 2);
-    add("visual.conv3.weight", {w, w / 2, 3, 3});
-    bn("visual.bn3", w);
-    int64_t inplanes = w;
-    for (int stage = 0; stage < 4; ++stage) {
-      const int64_t planes = w << stage;
-      const int stride = stage == 0 ? 1 : 2;
-      for (int b = 0; b < v.resnet_layers[size_t(stage)]; ++b) {
-        std::string p = "visual.layer" + std::to_string(stage + 1) + "." + std::to_string(b) + ".";
-        add(p + "conv1.weight", {planes, inplanes, 1, 1});
-        bn(p + "bn1", planes);
-        add(p + "conv2.weight", {planes, planes, 3, 3});
-        bn(p + "bn2", planes);
-        add(p + "conv3.weight", {planes * 4, planes, 1, 1});
-        bn(p + "bn3", planes * 4);
-        if (b == 0 && (stride > 1 || inplanes != planes * 4)) {
-          add(p + "downsample.0.weight", {planes * 4, inplanes, 1, 1});
-          bn(p + "downsample.1", planes * 4);
-        }
-        inplanes = planes * 4;
-      }
-    }
-    const int64_t pool = w * 32, side = v.image_size / 32;
-    add("visual.attnpool.positional_embedding", {side * side + 1, pool});
-    for (const char* proj : {"k_proj", "q_proj", "v_proj"}) {
-      add(std::string("visual.attnpool.") + proj + ".weight", {pool, pool});
-      add(std::string("visual.attnpool.") + proj + ".bias", {pool});
-    }
-    add("visual.attnpool.c_proj.weight", {e, pool});
-    add("visual.attnpool.c_proj.bias", {e});
-  }
-  add("logit_scale", {});
-  return out;
+  return nn::parameter_schema(c);
 }
 
 int64_t parameter_count(const ModelConfig& config) {

@@ -98,7 +98,7 @@ void ClipNetwork<T>::define_parameters(const std::string& where, bool with_resne
     if (with_resnet) {
       // The ResNet tower's own layout (OpenAI names and order) becomes the image range; the
       // tower is bound to it once the arenas exist.
-      resnet_ = std::make_unique<ResNetTower<T>>(v, E, "visual.");
+      resnet_ = std::make_unique<ResNetTower<T>>(v, E, "visual.", /*own_arenas=*/false);
       for (const ParamEntry& e : resnet_->parameters()) add_param(e.name, e.shape, Tower::Image);
     }
   } else {
@@ -114,6 +114,30 @@ void ClipNetwork<T>::define_parameters(const std::string& where, bool with_resne
   t_lnfin_b_ = add_param("ln_final.bias", {D}, Tower::Text);
   trange_ = {tstart, total_};
   logit_scale_offset_ = add_param("logit_scale", {}, Tower::Shared);
+}
+
+std::vector<std::pair<std::string, std::vector<int64_t>>> parameter_schema(
+    const ModelConfig& config) {
+  const ClipNetwork<float> layout(config, ClipNetwork<float>::LayoutOnly{});
+  std::map<std::string, int64_t> batch_norms;  // "<prefix>.bias" -> channels
+  if (const ResNetTower<float>* r = layout.resnet())
+    for (const BatchNormBuffers& b : r->batch_norms()) batch_norms[b.prefix + ".bias"] = b.channels;
+  std::vector<std::pair<std::string, std::vector<int64_t>>> out;
+  for (const ParamEntry& e : layout.parameters()) {
+    out.emplace_back(e.name, e.shape);
+    auto bn = batch_norms.find(e.name);  // its buffers follow, as in OpenAI's state dict
+    if (bn != batch_norms.end()) {
+      const std::string prefix = e.name.substr(0, e.name.size() - 5);
+      out.emplace_back(prefix + ".running_mean", std::vector<int64_t>{bn->second});
+      out.emplace_back(prefix + ".running_var", std::vector<int64_t>{bn->second});
+    }
+  }
+  return out;
+}
+
+template <typename T>
+ClipNetwork<T>::ClipNetwork(const ModelConfig& config, LayoutOnly) : config_(config) {
+  define_parameters("model configuration", /*with_resnet=*/true);
 }
 
 template <typename T>

@@ -96,6 +96,9 @@ class ClipNetwork {
   // image range of the arenas is a ResNetTower's layout, bound to them; see resnet_tower.h).
   // heads must divide the widths.
   explicit ClipNetwork(const ModelConfig& config);
+  // The parameter list only (parameters(), resnet()->batch_norms()): no memory, no forward.
+  struct LayoutOnly {};
+  ClipNetwork(const ModelConfig& config, LayoutOnly);
   // Inference (T = float): the weights of `ckpt` (canonical names; ckpt must outlive this),
   // every tensor checked against parameters() (an error names the file and the tensor); the
   // blocks' linear layers prepared at `precision`. A ResNet image tower is not part of this
@@ -322,6 +325,13 @@ class ClipNetwork {
   bool recompute_ = false;
   std::pair<size_t, size_t> vrange_{}, trange_{};
 };
+
+// The schema: every tensor of a CLIP checkpoint of this configuration (canonical OpenAI names
+// and shapes) in the network's order (image tower, text tower, logit_scale), a ResNet's
+// batch-norm running statistics after their layer's bias. Loading (model/weights.h
+// expected_tensors), saving, the arenas and `clip info` all derive from it.
+std::vector<std::pair<std::string, std::vector<int64_t>>> parameter_schema(
+    const ModelConfig& config);
 
 // Prepares a training network's linear layers for the scope of a validation pass (see
 // ClipNetwork::prepare) and drops them at its end, before the next optimizer step.

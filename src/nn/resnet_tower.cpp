@@ -67,19 +67,20 @@ typename ResNetTower<T>::Unit ResNetTower<T>::add_unit(const std::string& conv, 
 }
 
 template <typename T>
-ResNetTower<T>::ResNetTower(const VisionConfig& v, int64_t embed_dim, const std::string& prefix)
+ResNetTower<T>::ResNetTower(const VisionConfig& v, int64_t embed_dim, const std::string& prefix,
+                            bool own_arenas)
     : prefix_(prefix), S_(v.image_size), width_(v.width), embed_(embed_dim), layers_(v.resnet_layers) {
   if (layers_.size() != 4)
-    throw Error("training: a ModifiedResNet needs four stage depths (resnet_layers), got " +
+    throw Error("a ModifiedResNet needs four stage depths (resnet_layers), got " +
                 std::to_string(layers_.size()));
   for (int l : layers_)
-    if (l <= 0) throw Error("training: every ModifiedResNet stage needs at least one block");
-  if (width_ < 2 || width_ % 2) throw Error("training: ModifiedResNet width must be even and >= 2");
-  if (embed_ <= 0 || S_ <= 0) throw Error("training: invalid ModifiedResNet configuration");
+    if (l <= 0) throw Error("ModifiedResNet: every stage needs at least one block");
+  if (width_ < 2 || width_ % 2) throw Error("ModifiedResNet: the width must be even and >= 2");
+  if (embed_ <= 0 || S_ <= 0) throw Error("ModifiedResNet: invalid configuration");
   C4_ = width_ * 32;
   heads_ = v.heads > 0 ? v.heads : C4_ / 64;
   if (heads_ <= 0 || C4_ % heads_ != 0)
-    throw Error("training: attention-pool heads " + std::to_string(heads_) + " must divide " +
+    throw Error("ModifiedResNet: attention-pool heads " + std::to_string(heads_) + " must divide " +
                 std::to_string(C4_));
   const std::string& p = prefix_;
   const int64_t half = width_ / 2;
@@ -88,7 +89,7 @@ ResNetTower<T>::ResNetTower(const VisionConfig& v, int64_t embed_dim, const std:
   stem2_ = add_unit(p + "conv2", p + "bn2", half, half, 3, 1, 1, stem1_.Ho, stem1_.Wo);
   stem3_ = add_unit(p + "conv3", p + "bn3", half, width_, 3, 1, 1, stem2_.Ho, stem2_.Wo);
   int64_t H = stem3_.Ho / 2, W = stem3_.Wo / 2;
-  if (H <= 0 || W <= 0) throw Error("training: image_size " + std::to_string(S_) + " is too small");
+  if (H <= 0 || W <= 0) throw Error("ModifiedResNet: image_size " + std::to_string(S_) + " is too small");
   // The stages.
   int64_t inplanes = width_;
   for (int l = 0; l < 4; ++l) {
@@ -103,7 +104,7 @@ ResNetTower<T>::ResNetTower(const VisionConfig& v, int64_t embed_dim, const std:
       b.Hp = H / b.stride;
       b.Wp = W / b.stride;
       if (b.Hp <= 0 || b.Wp <= 0)
-        throw Error("training: image_size " + std::to_string(S_) + " is too small");
+        throw Error("ModifiedResNet: image_size " + std::to_string(S_) + " is too small");
       const std::string q = p + "layer" + std::to_string(l + 1) + "." + std::to_string(bi) + ".";
       b.c1 = add_unit(q + "conv1", q + "bn1", inplanes, planes, 1, 1, 0, H, W);
       b.c2 = add_unit(q + "conv2", q + "bn2", planes, planes, 3, 1, 1, H, W);
@@ -121,7 +122,7 @@ ResNetTower<T>::ResNetTower(const VisionConfig& v, int64_t embed_dim, const std:
   // The attention pool: its positional embedding has (image_size / 32)^2 + 1 rows.
   const int64_t spatial = S_ / 32;
   if (H != spatial || W != spatial)
-    throw Error("training: image_size " + std::to_string(S_) + " gives a " + std::to_string(H) +
+    throw Error("ModifiedResNet: image_size " + std::to_string(S_) + " gives a " + std::to_string(H) +
                 "x" + std::to_string(W) + " final feature map, but the attention pool expects " +
                 std::to_string(spatial) + "x" + std::to_string(spatial) + " (image_size / 32)");
   HW_ = H * W;
@@ -135,10 +136,12 @@ ResNetTower<T>::ResNetTower(const VisionConfig& v, int64_t embed_dim, const std:
   c_w_ = add_param(p + "attnpool.c_proj.weight", {embed_, C4_});
   c_b_ = add_param(p + "attnpool.c_proj.bias", {embed_});
 
-  own_params_.assign(total_, T(0));
-  own_grads_.assign(total_, T(0));
-  P_ = own_params_.data();
-  G_ = own_grads_.data();
+  if (own_arenas) {
+    own_params_.assign(total_, T(0));
+    own_grads_.assign(total_, T(0));
+    P_ = own_params_.data();
+    G_ = own_grads_.data();
+  }
   stats_.assign(stats_total_, T(0));
   for (const auto& b : bns_) std::fill_n(stats_.begin() + long(b.offset + b.channels), b.channels, T(1));
 }
@@ -154,6 +157,10 @@ template <typename T>
 void ResNetTower<T>::bind(T* params, T* grads) {
   if ((params == nullptr) != (grads == nullptr))
     throw Error("training: bind() needs both arenas or neither");
+  if (!params && own_params_.empty()) {  // built without arenas: make its own now
+    own_params_.assign(total_, T(0));
+    own_grads_.assign(total_, T(0));
+  }
   P_ = params ? params : own_params_.data();
   G_ = grads ? grads : own_grads_.data();
 }

@@ -47,7 +47,10 @@ class ResNetTower {
   // width * 4 * 2^i), image_size (the feature map after the stem and stages must be
   // image_size / 32 on a side: the attention pool's positional embedding has
   // (image_size/32)^2 + 1 rows), heads (must divide 32 * width). embed_dim: output size.
-  ResNetTower(const VisionConfig& vision, int64_t embed_dim, const std::string& prefix = "visual.");
+  // own_arenas = false: the layout only, no parameter or gradient memory until bind() (a
+  // network that binds it to its own arenas, or that only lists the parameters).
+  ResNetTower(const VisionConfig& vision, int64_t embed_dim, const std::string& prefix = "visual.",
+              bool own_arenas = true);
   // Not copyable (it holds pointers into its own arenas); moves keep them valid.
   ResNetTower(const ResNetTower&) = delete;
   ResNetTower& operator=(const ResNetTower&) = delete;
