@@ -72,6 +72,7 @@ void clip_model_options_init(clip_model_options* o) {
   o->fast_jpeg = d.fast_jpeg;
   o->exif_orient = d.exif_orient;
   o->max_pixels = d.max_pixels;
+  o->precision = nullptr;
 }
 
 clip_status clip_model_load(const char* path, const clip_model_options* options, clip_model** out) {
@@ -86,6 +87,7 @@ clip_status clip_model_load(const char* path, const clip_model_options* options,
       o.fast_jpeg = options->fast_jpeg != 0;
       o.exif_orient = options->exif_orient != 0;
       o.max_pixels = options->max_pixels;
+      if (options->precision) o.precision = options->precision;
     }
     *out = new clip_model{clip::Model::load(path, o)};
     return CLIP_OK;
