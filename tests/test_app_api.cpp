@@ -151,7 +151,9 @@ TEST_F(ApiTest, ZeroShotIsTheSoftmaxOfScaledCosinesOfEnsembledPrompts) {
     const auto& p = preds[i];
     EXPECT_EQ(p.label, labels[p.index]);
     EXPECT_NEAR(p.probability, std::exp(logits[p.index] - mx) / sum, 1e-5);
-    if (i) EXPECT_GE(preds[i - 1].probability, p.probability);
+    if (i) {
+      EXPECT_GE(preds[i - 1].probability, p.probability);
+    }
     total += p.probability;
   }
   EXPECT_NEAR(total, 1.0, 1e-5);

@@ -132,8 +132,9 @@ TEST_F(Gguf, ConvertWritesWhatClipCppsConverterWrites) {
       const clip::GgufTensorInfo& u = *by_name[t.name];
       EXPECT_EQ(t.shape, u.shape) << t.name;
       EXPECT_EQ(t.type, u.type) << type << ": " << t.name;
-      if (t.type == u.type && t.nbytes == u.nbytes)
+      if (t.type == u.type && t.nbytes == u.nbytes) {
         EXPECT_EQ(std::memcmp(abytes.data() + t.offset, bbytes.data() + u.offset, t.nbytes), 0) << type << ": " << t.name;
+      }
     }
     // And it loads back as the model.
     EXPECT_GE(min_cosine(features(ours), features(theirs), 6), 0.999999) << type;

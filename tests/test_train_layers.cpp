@@ -132,7 +132,9 @@ TEST(TrainLayers, Attention) {
       double s = 0;
       for (int64_t j = 0; j < L; ++j) {
         s += probs[r * L + j];
-        if (causal && j > r % L) EXPECT_EQ(probs[r * L + j], 0.0);
+        if (causal && j > r % L) {
+          EXPECT_EQ(probs[r * L + j], 0.0);
+        }
       }
       EXPECT_NEAR(s, 1.0, 1e-12);
     }
