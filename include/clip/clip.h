@@ -34,9 +34,11 @@ struct ModelOptions {
                                    // not bit-exact (docs/images.md)
   bool exif_orient = false;        // apply EXIF orientation (the reference does not)
   int64_t max_pixels = 89478485;   // decompression-bomb guard, as Pillow's; <= 0: no limit
-  // How the transformer layers' products run: "fp32" (the reference numbers) or "bf16" (bf16
+  // How the transformer layers' products run: "fp32" (the reference numbers), "bf16" (bf16
   // weights and inputs, f32 accumulation: about 1.5x faster where the CPU has AVX512-BF16 or
-  // AMX; an error elsewhere). LayerNorm, softmax, GELU and attention stay f32.
+  // AMX) or "int8" (per-channel int8 weights, per-row uint8 inputs, int32 accumulation: about
+  // 2.5x faster where it has AVX512-VNNI or AMX); an error where the CPU lacks them. LayerNorm,
+  // softmax, GELU and attention stay f32.
   std::string precision = "fp32";
 };
 

@@ -44,8 +44,9 @@ typedef struct clip_model_options {
   int exif_orient;         /* nonzero: apply EXIF orientation */
   int64_t max_pixels;      /* decompression-bomb guard; <= 0: none */
   const char* precision;   /* NULL or "fp32": the reference numbers; "bf16": bf16 products
-                              (f32 accumulation) where the CPU has AVX512-BF16 or AMX, else the
-                              load fails with a message saying so */
+                              (f32 accumulation) where the CPU has AVX512-BF16 or AMX; "int8":
+                              int8 products where it has AVX512-VNNI or AMX; else the load
+                              fails with a message saying so */
 } clip_model_options;
 
 /* The defaults (those of the C++ API and the command line). */

@@ -133,9 +133,9 @@ void ModelFlags::add_to(CLI::App* c, bool model_required) {
 
 void add_precision_option(CLI::App* c, std::string& precision) {
   c->add_option("--precision", precision,
-                "Transformer products: fp32 (the reference numbers) or bf16 (faster where the CPU has AVX512-BF16 or "
-                "AMX; see clip info --system)")
-      ->check(CLI::IsMember({"fp32", "bf16"}))
+                "Transformer products: fp32 (the reference numbers), bf16 (where the CPU has AVX512-BF16 or AMX) "
+                "or int8 (int8 weights, per-row int8 inputs; where it has AVX512-VNNI or AMX); see clip info --system")
+      ->check(CLI::IsMember({"fp32", "bf16", "int8"}))
       ->capture_default_str();
 }
 

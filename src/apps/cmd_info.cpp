@@ -29,8 +29,10 @@ struct InfoOptions {
 void print_system() {
   std::printf("%s", cpu_report().c_str());
   std::printf("matrix products:  %s\n", matmul_backend_name());
-  std::printf("--precision:      fp32%s\n", bf16_available() ? ", bf16 (oneDNN brgemm, AVX512-BF16/AMX)"
-                                                           : " (bf16 needs AVX512-BF16 or AMX and oneDNN)");
+  std::printf("--precision:      fp32%s%s\n", bf16_available() ? ", bf16 (oneDNN brgemm, AVX512-BF16/AMX)"
+                                                             : " (bf16 needs AVX512-BF16 or AMX and oneDNN)",
+              int8_available() ? ", int8 (oneDNN brgemm u8 x s8, AVX512-VNNI/AMX)"
+                               : " (int8 needs AVX512-VNNI or AMX and oneDNN)");
   std::printf("build:            %s\n",
 #if defined(__AVX512F__)
               "compiled for AVX-512 (CLIP_NATIVE)"

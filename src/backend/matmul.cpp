@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <map>
 #include <mutex>
@@ -143,15 +144,25 @@ void add_bias(float* y, const float* bias, int64_t M, int64_t N, int64_t ldy, bo
 
 // ---- bf16 products (oneDNN's matmul primitive) ----
 
-const char* precision_name(Precision p) { return p == Precision::BF16 ? "bf16" : "fp32"; }
+const char* precision_name(Precision p) {
+  return p == Precision::BF16 ? "bf16" : p == Precision::INT8 ? "int8" : "fp32";
+}
 
 Precision parse_precision(const std::string& name) {
   if (name == "fp32" || name == "f32") return Precision::F32;
   if (name == "bf16") return Precision::BF16;
-  if (name == "int8" || name == "int4")
-    throw Error("--precision " + name + ": not available yet (fp32 and bf16 are; int8/int4 weights can be loaded from "
-                "GGUF files, dequantized)");
-  throw Error("--precision " + name + ": expected fp32 or bf16");
+  if (name == "int8") return Precision::INT8;
+  if (name == "int4")
+    throw Error("--precision int4: not available yet (fp32, bf16 and int8 are; 4-bit GGUF weights load dequantized)");
+  throw Error("--precision " + name + ": expected fp32, bf16 or int8");
+}
+
+bool int8_available() {
+#if defined(CLIP_HAVE_ONEDNN)
+  return cpu_isa() >= Isa::AVX512_VNNI;
+#else
+  return false;
+#endif
 }
 
 bool bf16_available() {
@@ -303,10 +314,188 @@ std::shared_ptr<Bf16Weight> make_bf16_weight(const float*, int64_t, int64_t) {
 void bf16_linear(Bf16Weight&, float*, const float*, int64_t, int64_t, int64_t, bool) {}
 #endif
 
+// ---- int8 products (oneDNN's matmul primitive, u8 x s8 -> s32) ----
+#if defined(CLIP_HAVE_ONEDNN)
+struct Int8Weight {
+  int64_t n = 0, k = 0;
+  const float* source = nullptr;  // W, f32 [N, K]: quantized again for another layout
+  std::vector<float> scale;       // [N] per output channel
+  std::vector<int32_t> sum;       // [N] sum_k Wq[n, k]: the zero-point correction
+  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+  dnnl::memory::desc layout;
+  dnnl::memory weights;
+  std::mutex mutex;
+  struct Prepared {
+    dnnl::matmul primitive;
+    dnnl::memory weights;
+  };
+  std::map<int64_t, Prepared> primitives;  // by M
+  std::vector<dnnl::memory> other_layouts;
+
+  dnnl::matmul::primitive_desc describe(int64_t M, const dnnl::memory::desc& wei_layout = {}) const {
+    using md = dnnl::memory::desc;
+    const md src({M, k}, dnnl::memory::data_type::u8, dnnl::memory::format_tag::ab);
+    const md wei = wei_layout.is_zero() ? md({k, n}, dnnl::memory::data_type::s8, dnnl::memory::format_tag::any)
+                                        : wei_layout;
+    const md dst({M, n}, dnnl::memory::data_type::s32, dnnl::memory::format_tag::ab);
+    return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst), engine);
+  }
+};
+
+namespace {
+// Round to nearest (halves away from zero) without libm, so the loops vectorise.
+inline float round_half_away(float v) { return float(int32_t(v + (v >= 0.f ? 0.5f : -0.5f))); }
+int8_t quantize_weight(float w, float inv_scale) {
+  return int8_t(std::min(127.f, std::max(-127.f, round_half_away(w * inv_scale))));
+}
+
+// Wq (per-channel scales already in b.scale) as [K, N] "ba" = [N, K] row-major, reordered into
+// `layout`.
+dnnl::memory reorder_int8_weights(Int8Weight& b, const dnnl::memory::desc& layout) {
+  std::vector<int8_t> q(size_t(b.n * b.k));
+#pragma omp parallel for if (b.n * b.k > 65536 && !omp_in_parallel())
+  for (int64_t r = 0; r < b.n; ++r) {
+    const float inv = b.scale[size_t(r)] > 0 ? 1.f / b.scale[size_t(r)] : 0.f;
+    for (int64_t c = 0; c < b.k; ++c) q[size_t(r * b.k + c)] = quantize_weight(b.source[r * b.k + c], inv);
+  }
+  dnnl::stream s(b.engine);
+  dnnl::memory plain(dnnl::memory::desc({b.k, b.n}, dnnl::memory::data_type::s8, dnnl::memory::format_tag::ba),
+                     b.engine, q.data());
+  dnnl::memory out(layout, b.engine);
+  dnnl::reorder(plain, out).execute(s, plain, out);
+  s.wait();
+  return out;
+}
+}  // namespace
+
+std::shared_ptr<Int8Weight> make_int8_weight(const float* weight, int64_t N, int64_t K) {
+  if (!int8_available())
+    throw Error("int8 products need a CPU with AVX512-VNNI or AMX (this one: " + std::string(isa_name(cpu_isa())) +
+                "; see clip info --system)");
+  apply_isa_cap_to_onednn();
+  auto b = std::make_shared<Int8Weight>();
+  b->n = N;
+  b->k = K;
+  b->source = weight;
+  b->scale.assign(size_t(N), 0.f);
+  b->sum.assign(size_t(N), 0);
+  for (int64_t r = 0; r < N; ++r) {
+    float mx = 0.f;
+    for (int64_t c = 0; c < K; ++c) mx = std::max(mx, std::abs(weight[r * K + c]));
+    const float scale = mx / 127.f;
+    b->scale[size_t(r)] = scale;
+    const float inv = scale > 0 ? 1.f / scale : 0.f;
+    int32_t sum = 0;
+    for (int64_t c = 0; c < K; ++c) sum += quantize_weight(weight[r * K + c], inv);
+    b->sum[size_t(r)] = sum;
+  }
+  try {
+    b->layout = b->describe(64).weights_desc();
+    b->weights = reorder_int8_weights(*b, b->layout);
+  } catch (const dnnl::error& e) {
+    throw Error(std::string("int8 weight preparation failed in oneDNN: ") + e.what());
+  }
+  return b;
+}
+
+// y[M, N] (row stride ldy) (+)= dequantized x Wq^T.
+void int8_linear(Int8Weight& b, float* y, const float* x, int64_t M, int64_t ldx, int64_t ldy, bool accumulate) {
+  const int64_t K = b.k, N = b.n;
+  // This thread's buffers (each OpenMP worker has its own, empty, thread_local).
+  thread_local std::vector<uint8_t> xq_buffer;
+  thread_local std::vector<float> row_scale_buffer;
+  thread_local std::vector<int32_t> row_zero_buffer, acc_buffer;
+  xq_buffer.resize(size_t(M * K));
+  row_scale_buffer.resize(size_t(M));
+  row_zero_buffer.resize(size_t(M));
+  acc_buffer.resize(size_t(M * N));
+  uint8_t* xq = xq_buffer.data();
+  float* row_scale = row_scale_buffer.data();
+  int32_t* row_zero = row_zero_buffer.data();
+  int32_t* acc = acc_buffer.data();
+  // x per row: asymmetric uint8 over [min(0, min x), max(0, max x)], so 0 maps to an integer.
+#pragma omp parallel for if (M * K > 65536 && !omp_in_parallel())
+  for (int64_t i = 0; i < M; ++i) {
+    const float* r = x + i * ldx;
+    float lo = 0.f, hi = 0.f;
+    for (int64_t j = 0; j < K; ++j) {
+      lo = std::min(lo, r[j]);
+      hi = std::max(hi, r[j]);
+    }
+    const float scale = hi > lo ? (hi - lo) / 255.f : 1.f;
+    const float inv = 1.f / scale;
+    const int32_t zp = int32_t(std::min(255.f, std::max(0.f, round_half_away(-lo * inv))));
+    row_scale[i] = scale;
+    row_zero[i] = zp;
+    uint8_t* q = xq + i * K;
+    // v >= -zp/inv by construction, so v * inv + zp + 0.5 >= 0: truncation rounds.
+    const float offset = float(zp) + 0.5f;
+    for (int64_t j = 0; j < K; ++j)
+      q[j] = uint8_t(int32_t(std::min(255.f, std::max(0.f, r[j] * inv + offset))));
+  }
+  Int8Weight::Prepared prep;
+  {
+    std::lock_guard<std::mutex> lock(b.mutex);
+    auto it = b.primitives.find(M);
+    if (it == b.primitives.end()) {
+      try {
+        Int8Weight::Prepared p;
+        try {
+          p.primitive = dnnl::matmul(b.describe(M, b.layout));
+          p.weights = b.weights;
+        } catch (const dnnl::error&) {
+          const auto pd = b.describe(M);
+          for (const auto& m : b.other_layouts)
+            if (m.get_desc() == pd.weights_desc()) p.weights = m;
+          if (!p.weights) {
+            b.other_layouts.push_back(reorder_int8_weights(b, pd.weights_desc()));
+            p.weights = b.other_layouts.back();
+          }
+          p.primitive = dnnl::matmul(pd);
+        }
+        if (b.primitives.size() >= 256) b.primitives.clear();
+        it = b.primitives.emplace(M, p).first;
+      } catch (const dnnl::error& e) {
+        throw Error(std::string("int8 product setup failed in oneDNN: ") + e.what());
+      }
+    }
+    prep = it->second;
+  }
+  dnnl::stream s(b.engine);
+  dnnl::memory src(dnnl::memory::desc({M, K}, dnnl::memory::data_type::u8, dnnl::memory::format_tag::ab), b.engine, xq);
+  dnnl::memory dst(dnnl::memory::desc({M, N}, dnnl::memory::data_type::s32, dnnl::memory::format_tag::ab), b.engine, acc);
+  prep.primitive.execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, prep.weights}, {DNNL_ARG_DST, dst}});
+  s.wait();
+  const float* ws = b.scale.data();
+  const int32_t* wsum = b.sum.data();
+#pragma omp parallel for if (M * N > 65536 && !omp_in_parallel())
+  for (int64_t i = 0; i < M; ++i) {
+    float* out = y + i * ldy;
+    const int32_t* a = acc + i * N;
+    const float sx = row_scale[i];
+    const int32_t zp = row_zero[i];
+    if (accumulate)
+      for (int64_t c = 0; c < N; ++c) out[c] += sx * ws[c] * float(a[c] - zp * wsum[c]);
+    else
+      for (int64_t c = 0; c < N; ++c) out[c] = sx * ws[c] * float(a[c] - zp * wsum[c]);
+  }
+}
+#else
+struct Int8Weight {};
+std::shared_ptr<Int8Weight> make_int8_weight(const float*, int64_t, int64_t) {
+  throw Error("int8 products need the oneDNN backend (libdnnl-dev at build time)");
+}
+void int8_linear(Int8Weight&, float*, const float*, int64_t, int64_t, int64_t, bool) {}
+#endif
+
 PackedWeight::PackedWeight(const float* weight, int64_t N, int64_t K, bool pack, Precision precision)
     : n_(N), k_(K), weight_(weight) {
   if (precision == Precision::BF16) {
     bf16_ = make_bf16_weight(weight, N, K);
+    return;
+  }
+  if (precision == Precision::INT8) {
+    int8_ = make_int8_weight(weight, N, K);
     return;
   }
   if (!pack) return;
@@ -347,6 +536,10 @@ void linear_forward(float* y, const float* x, const PackedWeight& w, const float
   const float beta = bias || accumulate ? 1.f : 0.f;
   if (w.bf16()) {
     bf16_linear(*w.bf16(), y, x, M, ldx, ldy, beta != 0.f);
+    return;
+  }
+  if (w.int8()) {
+    int8_linear(*w.int8(), y, x, M, ldx, ldy, beta != 0.f);
     return;
   }
   const float* packed = w.packed_for(omp_in_parallel() ? 1 : omp_get_max_threads());

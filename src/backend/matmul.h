@@ -39,15 +39,23 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
 // How a prepared weight's products run. F32: as above. BF16: W converted once to bf16 in
 // oneDNN's blocked layout, x converted to bf16 per product, f32 accumulation and output (oneDNN's
 // brgemm matmul: AVX512-BF16 or AMX). Needs bf16_available().
-enum class Precision { F32, BF16 };
-const char* precision_name(Precision p);  // "fp32", "bf16"
-// "fp32" (or "f32") and "bf16"; "int8"/"int4" and anything else: clip::Error saying what exists.
+// INT8: W quantized once per output channel (symmetric int8, scale max|W[n,:]| / 127); x
+// quantized per row at run time (asymmetric uint8: scale (max - min) / 255 over the row, with
+// 0 exactly representable), u8 x s8 products with int32 accumulation (oneDNN's matmul: VNNI
+// or AMX), then y = s_x[m] s_w[n] (acc - zp_x[m] sum_k Wq[n, k]) in f32. Needs int8_available().
+enum class Precision { F32, BF16, INT8 };
+const char* precision_name(Precision p);  // "fp32", "bf16", "int8"
+// "fp32" (or "f32"), "bf16", "int8"; "int4" and anything else: clip::Error saying what exists.
 Precision parse_precision(const std::string& name);
 // Whether bf16 products have hardware here (AVX512-BF16 or AMX-BF16, within CLIP_MAX_ISA) and
 // oneDNN is the backend.
 bool bf16_available();
+// Whether int8 products have hardware here: AVX512-VNNI or AMX (without VNNI, u8 x s8 pairs
+// saturate in 16 bits), within CLIP_MAX_ISA, with oneDNN.
+bool int8_available();
 
 struct Bf16Weight;  // matmul.cpp
+struct Int8Weight;  // matmul.cpp
 
 class PackedWeight {
  public:
@@ -56,8 +64,13 @@ class PackedWeight {
   // precision BF16 prepares the bf16 copy instead of the packed f32 one (W is then read only
   // for products on another layout, which oneDNN has not been seen to choose).
   PackedWeight(const float* weight, int64_t N, int64_t K, bool pack = true, Precision precision = Precision::F32);
-  Precision precision() const { return bf16_ ? Precision::BF16 : Precision::F32; }
+  Precision precision() const {
+    return bf16_ ? Precision::BF16 : int8_ ? Precision::INT8 : Precision::F32;
+  }
   const std::shared_ptr<Bf16Weight>& bf16() const { return bf16_; }
+  const std::shared_ptr<Int8Weight>& int8() const { return int8_; }
+  // Whether products read a prepared copy (packed f32, bf16 or int8) rather than W itself.
+  bool prepared_copy() const { return packed_ || bf16_ || int8_; }
 
   int64_t out_features() const { return n_; }
   int64_t in_features() const { return k_; }
@@ -75,6 +88,7 @@ class PackedWeight {
   std::shared_ptr<float> packed_;  // opaque oneDNN layout; shared so blocks stay copyable
   int packed_threads_ = 0;
   std::shared_ptr<Bf16Weight> bf16_;
+  std::shared_ptr<Int8Weight> int8_;
 };
 
 // y[M, N] = x[M, K] W^T + bias, or with accumulate y += x W^T + bias (a residual added in

@@ -218,7 +218,7 @@ void ClipNetwork<T>::prepare_blocks(Precision precision, const LoadedCheckpoint*
                         linear(w.out_w, D, D), linear(w.fc_w, F, D), linear(w.proj_w, D, F)};
         if (ckpt)
           for (const PackedWeight* pw : {&p.q, &p.kv, &p.out, &p.fc, &p.proj})
-            if (pw->has_packed_copy() || pw->bf16())
+            if (pw->prepared_copy())
               ckpt->release_pages(pw->weight(), pw->out_features() * pw->in_features());
         out.push_back(std::move(p));
       }
