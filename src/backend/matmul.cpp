@@ -243,7 +243,7 @@ void bf16_linear(Bf16Weight& b, float* y, const float* x, int64_t M, int64_t ldx
     // oneDNN 2.6 has no fast kernel for a strided output (it falls back to its reference
     // implementation, 100x slower): the product goes to a dense buffer, then into y.
     thread_local std::vector<float> dense_buffer;
-    dense_buffer.resize(size_t(M * N));
+    if (int64_t(dense_buffer.size()) < M * N) dense_buffer.resize(size_t(M * N));
     float* dense = dense_buffer.data();
     bf16_linear(b, dense, x, M, ldx, N, false);
 #pragma omp parallel for if (M * N > 65536 && !omp_in_parallel())
@@ -261,7 +261,7 @@ void bf16_linear(Bf16Weight& b, float* y, const float* x, int64_t M, int64_t ldx
   // (This thread's buffer, written by the whole team through a plain pointer: each OpenMP
   // worker has its own, empty, thread_local.)
   thread_local std::vector<uint16_t> buffer;
-  buffer.resize(size_t(M * K));
+  if (int64_t(buffer.size()) < M * K) buffer.resize(size_t(M * K));  // grown only: no refill
   uint16_t* xb = buffer.data();
 #pragma omp parallel for if (M * K > 65536 && !omp_in_parallel())
   for (int64_t i = 0; i < M; ++i)
@@ -398,23 +398,28 @@ std::shared_ptr<Int8Weight> make_int8_weight(const float* weight, int64_t N, int
   return b;
 }
 
-// y[M, N] (row stride ldy) (+)= dequantized x Wq^T.
-void int8_linear(Int8Weight& b, float* y, const float* x, int64_t M, int64_t ldx, int64_t ldy, bool accumulate) {
+// y[M, N] (row stride ldy) (+)= dequantized x Wq^T + bias (bias may be null), in one pass.
+void int8_linear(Int8Weight& b, float* y, const float* x, const float* bias, int64_t M, int64_t ldx, int64_t ldy,
+                 bool accumulate) {
   const int64_t K = b.k, N = b.n;
   // This thread's buffers (each OpenMP worker has its own, empty, thread_local).
   thread_local std::vector<uint8_t> xq_buffer;
   thread_local std::vector<float> row_scale_buffer;
   thread_local std::vector<int32_t> row_zero_buffer, acc_buffer;
-  xq_buffer.resize(size_t(M * K));
-  row_scale_buffer.resize(size_t(M));
-  row_zero_buffer.resize(size_t(M));
-  acc_buffer.resize(size_t(M * N));
+  // Grown, never shrunk: a resize back up would zero-fill on every call of another shape.
+  auto fit = [](auto& v, int64_t n) {
+    if (int64_t(v.size()) < n) v.resize(size_t(n));
+  };
+  fit(xq_buffer, M * K);
+  fit(row_scale_buffer, M);
+  fit(row_zero_buffer, M);
+  fit(acc_buffer, M * N);
   uint8_t* xq = xq_buffer.data();
   float* row_scale = row_scale_buffer.data();
   int32_t* row_zero = row_zero_buffer.data();
   int32_t* acc = acc_buffer.data();
   // x per row: asymmetric uint8 over [min(0, min x), max(0, max x)], so 0 maps to an integer.
-#pragma omp parallel for if (M * K > 65536 && !omp_in_parallel())
+#pragma omp parallel for if (M > 1 && M * K > 16384 && !omp_in_parallel())
   for (int64_t i = 0; i < M; ++i) {
     const float* r = x + i * ldx;
     float lo = 0.f, hi = 0.f;
@@ -468,14 +473,18 @@ void int8_linear(Int8Weight& b, float* y, const float* x, int64_t M, int64_t ldx
   s.wait();
   const float* ws = b.scale.data();
   const int32_t* wsum = b.sum.data();
-#pragma omp parallel for if (M * N > 65536 && !omp_in_parallel())
+#pragma omp parallel for if (M > 1 && M * N > 16384 && !omp_in_parallel())
   for (int64_t i = 0; i < M; ++i) {
     float* out = y + i * ldy;
     const int32_t* a = acc + i * N;
     const float sx = row_scale[i];
     const int32_t zp = row_zero[i];
-    if (accumulate)
+    if (accumulate && bias)
+      for (int64_t c = 0; c < N; ++c) out[c] += sx * ws[c] * float(a[c] - zp * wsum[c]) + bias[c];
+    else if (accumulate)
       for (int64_t c = 0; c < N; ++c) out[c] += sx * ws[c] * float(a[c] - zp * wsum[c]);
+    else if (bias)
+      for (int64_t c = 0; c < N; ++c) out[c] = sx * ws[c] * float(a[c] - zp * wsum[c]) + bias[c];
     else
       for (int64_t c = 0; c < N; ++c) out[c] = sx * ws[c] * float(a[c] - zp * wsum[c]);
   }
@@ -485,7 +494,7 @@ struct Int8Weight {};
 std::shared_ptr<Int8Weight> make_int8_weight(const float*, int64_t, int64_t) {
   throw Error("int8 products need the oneDNN backend (libdnnl-dev at build time)");
 }
-void int8_linear(Int8Weight&, float*, const float*, int64_t, int64_t, int64_t, bool) {}
+void int8_linear(Int8Weight&, float*, const float*, const float*, int64_t, int64_t, int64_t, bool) {}
 #endif
 
 PackedWeight::PackedWeight(const float* weight, int64_t N, int64_t K, bool pack, Precision precision)
@@ -532,14 +541,14 @@ void linear_forward(float* y, const float* x, const PackedWeight& w, const float
   if (ldx == 0) ldx = K;
   if (ldy == 0) ldy = N;
   if (M <= 0 || N <= 0) return;
+  if (w.int8()) {  // the bias goes into its dequantization pass
+    int8_linear(*w.int8(), y, x, bias, M, ldx, ldy, accumulate);
+    return;
+  }
   if (bias) add_bias(y, bias, M, N, ldy, accumulate);
   const float beta = bias || accumulate ? 1.f : 0.f;
   if (w.bf16()) {
     bf16_linear(*w.bf16(), y, x, M, ldx, ldy, beta != 0.f);
-    return;
-  }
-  if (w.int8()) {
-    int8_linear(*w.int8(), y, x, M, ldx, ldy, beta != 0.f);
     return;
   }
   const float* packed = w.packed_for(omp_in_parallel() ? 1 : omp_get_max_threads());

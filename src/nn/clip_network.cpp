@@ -226,6 +226,12 @@ void ClipNetwork<T>::prepare_blocks(Precision precision, const LoadedCheckpoint*
     };
     vprep_ = prepare_tower(vweights_, vshape_.D, vshape_.F);
     tprep_ = prepare_tower(tweights_, tshape_.D, tshape_.F);
+    if (vw_.conv) {  // the patch embedding: a linear layer over unfolded patches
+      const int64_t rows = vshape_.D, cols = 3 * patch_ * patch_;
+      const bool pack = !ckpt || ckpt->stored_dtype == DType::F32 || ckpt->is_mapped(vw_.conv, rows * cols);
+      vconv_prep_.emplace(vw_.conv, rows, cols, pack, precision);
+      if (ckpt && vconv_prep_->prepared_copy()) ckpt->release_pages(vw_.conv, rows * cols);
+    }
   }
 }
 
@@ -240,6 +246,7 @@ void ClipNetwork<T>::unprepare() {
   if (inference_only()) return;  // its preparation is its only copy of the products' weights
   vprep_.clear();
   tprep_.clear();
+  vconv_prep_.reset();
 }
 
 template <typename T>
@@ -817,7 +824,9 @@ void ClipNetwork<T>::image_forward(TowerActs& a, const float* pixels, int64_t B,
   const int64_t W = s.D, E = config_.embed_dim, cols = 3 * patch_ * patch_;
   const double eps = config_.layer_norm_eps;
   patchify(a.patches, pixels, B, int64_t(config_.vision.image_size), patch_);
-  linear_forward<T>(a.ptok, a.patches, vw_.conv, nullptr, B * grid2_, W, cols);
+  linear_maybe_prepared<T>(a.ptok, a.patches, vw_.conv,
+                           a.inference && vconv_prep_ ? &*vconv_prep_ : nullptr, nullptr, B * grid2_,
+                           W, cols);
   vit_embed_forward(a.x0, a.ptok, vw_.cls, vw_.pos, B, grid2_, W);
   emit(hook, "vision.embed", a.x0, {B, s.L, W});
   layernorm_forward(a.lnpre, a.lnpre_mean, a.lnpre_rstd, a.x0, vw_.ln_pre_w, vw_.ln_pre_b,

@@ -23,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <new>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -194,7 +195,7 @@ class ClipNetwork {
   // (unprepare) before the parameters change again. InferencePreparation does both.
   void prepare(Precision precision = Precision::F32);
   void unprepare();
-  bool prepared() const { return !vprep_.empty() || !tprep_.empty(); }
+  bool prepared() const { return !vprep_.empty() || !tprep_.empty() || vconv_prep_.has_value(); }
   bool inference_only() const { return params_.empty(); }
 
   // Bytes of activation memory currently planned for both towers.
@@ -317,6 +318,7 @@ class ClipNetwork {
             *proj = nullptr;
   } tw_;
   std::vector<PreparedBlock> vprep_, tprep_;  // empty: not prepared
+  std::optional<PackedWeight> vconv_prep_;    // the patch embedding, prepared with the blocks
   bool has_image_tower_ = true;
   T inference_logit_scale_ = T(0);
   TowerActs vacts_, tacts_;  // training
