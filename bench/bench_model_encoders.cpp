@@ -9,7 +9,7 @@
 // against the reference's so a fast wrong encoder cannot report a number.
 //
 //   bench_model_encoders [google-benchmark flags]
-//   bench_model_encoders --rss-probe [images]   load, encode, print peak RSS vs file size
+//   bench_model_encoders --rss-probe [images [fp32|bf16|int8]]   load, encode, print peak RSS vs file size
 #include <benchmark/benchmark.h>
 #include <sys/resource.h>
 
@@ -190,12 +190,12 @@ BENCHMARK(BM_EncodeTexts)->Args({1, 0})->Args({32, 0})->Args({1, 1})->Args({32, 
 
 // Peak RSS of loading the checkpoint and encoding `images` images and one text, against the
 // size of the .safetensors file (the f32 weights are mmap'd views, not copies).
-int rss_probe(int images) {
+int rss_probe(int images, const std::string& precision) {
   const std::string dir = model_dir();
   ensure_model(dir);
   const std::string path = dir + "/openai/model.safetensors";
   const double file_mb = double(std::filesystem::file_size(path)) / (1 << 20);
-  clip::ClipModel model(clip::load_checkpoint(path));
+  clip::ClipModel model(clip::load_checkpoint(path), clip::parse_precision(precision));
   std::vector<int64_t> shape;
   std::vector<float> pixels = clip::read_npy_f32(dir + "/golden/pixels.npy", shape);
   images = std::min<int>(images, int(shape[0]));
@@ -207,8 +207,8 @@ int rss_probe(int images) {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
   const double rss_mb = double(ru.ru_maxrss) / 1024;
-  std::printf("checkpoint %.1f MiB, peak RSS %.1f MiB (%.3fx) after encoding %d image(s) + 1 text\n",
-              file_mb, rss_mb, rss_mb / file_mb, images);
+  std::printf("checkpoint %.1f MiB, peak RSS %.1f MiB (%.3fx) after encoding %d image(s) + 1 text at %s\n",
+              file_mb, rss_mb, rss_mb / file_mb, images, precision.c_str());
   return 0;
 }
 
@@ -216,7 +216,7 @@ int rss_probe(int images) {
 
 int main(int argc, char** argv) {
   if (argc >= 2 && std::strcmp(argv[1], "--rss-probe") == 0)
-    return rss_probe(argc >= 3 ? std::atoi(argv[2]) : 1);
+    return rss_probe(argc >= 3 ? std::atoi(argv[2]) : 1, argc >= 4 ? argv[3] : "fp32");
   clip::set_num_threads(0);
   benchmark::AddCustomContext("matmul_backend", clip::matmul_backend_name());
   benchmark::AddCustomContext("threads", std::to_string(clip::num_threads()));

@@ -90,7 +90,7 @@ def run(args):
     ids = np.load(os.path.join(args.model, "golden", "text_ids.npy")).astype(np.int64)
     want = {"image": np.load(os.path.join(args.model, "golden", "image_features.npy")),
             "text": np.load(os.path.join(args.model, "golden", "text_features.npy"))}
-    for what in ("image", "text"):
+    for what in args.what:
         fp32 = os.path.join(d, what + ".onnx")
         int8 = os.path.join(d, what + ".int8.onnx")
         if not os.path.exists(int8):
@@ -98,6 +98,8 @@ def run(args):
             quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8, per_channel=True)
             print(json.dumps({"quantize": what, "seconds": time.perf_counter() - t0}), flush=True)
         for precision, path in (("fp32", fp32), ("int8", int8)):
+            if precision not in args.precision:
+                continue
             so = ort.SessionOptions()
             so.intra_op_num_threads = args.threads
             so.inter_op_num_threads = 1
@@ -121,6 +123,8 @@ def main():
     ap.add_argument("--config", default="ViT-B-32")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--min-time", type=float, default=2.0)
+    ap.add_argument("--what", nargs="+", default=["image", "text"], choices=["image", "text"])
+    ap.add_argument("--precision", nargs="+", default=["fp32", "int8"], choices=["fp32", "int8"])
     args = ap.parse_args()
     export(args) if args.step == "export" else run(args)
 
