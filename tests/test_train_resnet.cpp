@@ -936,6 +936,19 @@ TEST(TrainResNetClip, SavedModelLoadsForInferenceWithTheSameFeatures) {
   EXPECT_LE(max_text, 1e-5);
   EXPECT_EQ(m.resnet()->batch_norms()[0].num_batches_tracked, 3);  // evaluation: not counted
 
+  // Validation during training (encode_* under an InferencePreparation: batch norm folded from
+  // the running statistics, the same tower code) is bit-identical to the saved model's.
+  {
+    const InferencePreparation<float> prepared(m);
+    std::vector<float> vi(f.size()), vt(f.size());
+    m.encode_images(px.data(), B, vi.data());
+    m.encode_texts(ids.data(), B, c.text.context_length, vt.data());
+    EXPECT_EQ(vi, fi);
+    EXPECT_EQ(vt, ti);
+  }
+  EXPECT_FALSE(m.resnet()->prepared());
+  EXPECT_EQ(m.resnet()->batch_norms()[0].num_batches_tracked, 3);
+
   ClipNetwork<float> copy(c);
   copy.load(m.state_dict(), /*ignore_unknown=*/false);
   EXPECT_EQ(running_stats(*copy.resnet()), running_stats(*m.resnet()));

@@ -1,8 +1,8 @@
 #pragma once
 // A whole CLIP model for inference: image tower (VisionTransformer or ModifiedResNet), text
 // tower and logit scale, built from a loaded checkpoint (canonical OpenAI names, F32). The
-// towers are the one network definition (nn/clip_network.h) training uses, prepared for
-// inference; a ModifiedResNet image tower is still model/resnet.h's (BatchNorm folded).
+// towers are the one network definition (nn/clip_network.h, nn/resnet_tower.h) training uses,
+// prepared for inference (a ModifiedResNet image tower through model/resnet.h's loader).
 #include <cstdint>
 #include <memory>
 

@@ -1,7 +1,9 @@
 #pragma once
 // OpenAI's ModifiedResNet image encoder (RN50, RN101, RN50x4, x16, x64): a three-convolution
 // stem, four stages of anti-aliased bottleneck blocks and an attention-pooling head.
-// Inference only; batch norm is folded into the convolutions when the weights are loaded.
+// This is the loader: it reads the architecture from the tensor shapes (checked against the
+// config), checks every tensor, and prepares the one tower definition training also uses
+// (nn/resnet_tower.h: batch norm folded into the backend's convolutions) to encode.
 #include <functional>
 #include <memory>
 #include <string>

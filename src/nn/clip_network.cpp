@@ -239,6 +239,12 @@ template <typename T>
 void ClipNetwork<T>::prepare(Precision precision) {
   if (inference_only()) throw Error("prepare: this network was prepared when it was loaded");
   prepare_blocks(precision, nullptr);
+  if (resnet_) resnet_->prepare();  // from its parameters and running statistics
+}
+
+template <typename T>
+bool ClipNetwork<T>::prepared() const {
+  return !vprep_.empty() || !tprep_.empty() || vconv_prep_.has_value() || (resnet_ && resnet_->prepared());
 }
 
 template <typename T>
@@ -247,6 +253,7 @@ void ClipNetwork<T>::unprepare() {
   vprep_.clear();
   tprep_.clear();
   vconv_prep_.reset();
+  if (resnet_) resnet_->unprepare();
 }
 
 template <typename T>
@@ -803,7 +810,11 @@ void ClipNetwork<T>::encode_images(const float* pixels, int64_t B, float* featur
   } else {
     if (B <= 0) return;
     if (!has_image_tower_)
-      throw Error("encode_images: this network's ResNet image tower is served by model/resnet.h");
+      throw Error("encode_images: this network's ResNet image tower is loaded by model/resnet.h");
+    if (resnet_ && resnet_->prepared()) {  // batch norm folded, as a loaded checkpoint runs
+      resnet_->encode(pixels, B, features);
+      return;
+    }
     if (resnet_) {  // evaluation mode: the running statistics
       const bool was_training = resnet_->training();
       resnet_->set_training(false);

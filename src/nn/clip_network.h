@@ -102,8 +102,9 @@ class ClipNetwork {
   ClipNetwork(const ModelConfig& config, LayoutOnly);
   // Inference (T = float): the weights of `ckpt` (canonical names; ckpt must outlive this),
   // every tensor checked against parameters() (an error names the file and the tensor); the
-  // blocks' linear layers prepared at `precision`. A ResNet image tower is not part of this
-  // network yet (model/resnet.h serves it): then only the text tower is built.
+  // blocks' linear layers prepared at `precision`. A ResNet image tower is loaded by
+  // model/resnet.h (which infers and checks its architecture) as a prepared nn::ResNetTower:
+  // then only the text tower is built here.
   ClipNetwork(const LoadedCheckpoint& ckpt, Precision precision);
   ~ClipNetwork();
   // Not copyable: a ResNet tower points into the arenas (moves keep them valid).
@@ -195,7 +196,7 @@ class ClipNetwork {
   // (unprepare) before the parameters change again. InferencePreparation does both.
   void prepare(Precision precision = Precision::F32);
   void unprepare();
-  bool prepared() const { return !vprep_.empty() || !tprep_.empty() || vconv_prep_.has_value(); }
+  bool prepared() const;
   bool inference_only() const { return params_.empty(); }
 
   // Bytes of activation memory currently planned for both towers.

@@ -1,10 +1,14 @@
 #include "nn/resnet_tower.h"
 
 #include <algorithm>
+#include <type_traits>
+#include <map>
+#include <chrono>
 #include <cmath>
 #include <utility>
 
 #include "core/error.h"
+#include "backend/matmul.h"
 
 namespace clip::nn {
 
@@ -46,13 +50,16 @@ typename ResNetTower<T>::Unit ResNetTower<T>::add_unit(const std::string& conv, 
                                                        int64_t stride, int64_t pad, int64_t H,
                                                        int64_t W) {
   Unit u;
+  u.id = units_++;
+  u.conv_name = conv;
+  u.bn_name = bn;
   u.s = ConvShape{in, out, k, stride, pad};
   u.H = H;
   u.W = W;
   u.Ho = conv_out_size(H, k, stride, pad);
   u.Wo = conv_out_size(W, k, stride, pad);
   if (u.Ho <= 0 || u.Wo <= 0)
-    throw Error("training: image_size " + std::to_string(S_) + " is too small for " + conv);
+    throw Error("ModifiedResNet: image_size " + std::to_string(S_) + " is too small for " + conv);
   u.w = add_param(conv + ".weight", {out, in, k, k});
   u.gamma = add_param(bn + ".weight", {out});
   u.beta = add_param(bn + ".bias", {out});
@@ -433,6 +440,215 @@ void ResNetTower<T>::backward(const T* d_features) {
   unit_backward(stem2_, sa1_, s3_, s2_, B, s1_);
   relu_mask(s2_, sa1_, n1);
   unit_backward(stem1_, x0_, s2_, nullptr, B, s1_);
+}
+
+
+// ------------------------------------------------------------------ inference
+
+template <typename T>
+void ResNetTower<T>::prepare(const TensorSource& tensor) {
+  if constexpr (!std::is_same_v<T, float>) {
+    throw Error("only a float ResNet tower can be prepared for inference");
+  } else {
+    auto p = std::make_shared<Prepared>();
+    p->units.resize(units_);
+    auto fold = [&](const Unit& u) {
+      const int64_t o = u.s.out_channels, i = u.s.in_channels, k = u.s.kernel;
+      const conv::Conv2dShape shape{int(i), int(o), int(k), int(u.s.stride), int(u.s.padding)};
+      p->units[u.id] = conv::fold_batch_norm(
+          conv::make_conv_weights(shape, tensor(u.conv_name + ".weight", {o, i, k, k})),
+          tensor(u.bn_name + ".weight", {o}), tensor(u.bn_name + ".bias", {o}),
+          tensor(u.bn_name + ".running_mean", {o}), tensor(u.bn_name + ".running_var", {o}),
+          float(eps_));
+    };
+    for (const Unit* u : {&stem1_, &stem2_, &stem3_}) fold(*u);
+    for (const Block& b : blocks_) {
+      fold(b.c1);
+      fold(b.c2);
+      fold(b.c3);
+      if (b.has_ds) fold(b.ds);
+    }
+    const std::string a = prefix_ + "attnpool.";
+    const int64_t C = C4_, O = embed_;
+    p->pool = {tensor(a + "positional_embedding", {HW_ + 1, C}),
+               tensor(a + "q_proj.weight", {C, C}), tensor(a + "q_proj.bias", {C}),
+               tensor(a + "k_proj.weight", {C, C}), tensor(a + "k_proj.bias", {C}),
+               tensor(a + "v_proj.weight", {C, C}), tensor(a + "v_proj.bias", {C}),
+               tensor(a + "c_proj.weight", {O, C}), tensor(a + "c_proj.bias", {O})};
+    prepared_ = std::move(p);
+  }
+}
+
+template <typename T>
+void ResNetTower<T>::prepare() {
+  if (!P_) throw Error("ResNetTower::prepare: the tower has no parameters bound");
+  std::map<std::string, const T*> own;
+  for (const auto& e : entries_) own[e.name] = P_ + e.offset;
+  for (size_t i = 0; i < bns_.size(); ++i) {
+    own[bns_[i].prefix + ".running_mean"] = stats_.data() + bns_[i].offset;
+    own[bns_[i].prefix + ".running_var"] = stats_.data() + bns_[i].offset + bns_[i].channels;
+  }
+  if constexpr (std::is_same_v<T, float>)
+    prepare([&own](const std::string& name, const std::vector<int64_t>&) { return own.at(name); });
+  else
+    throw Error("only a float ResNet tower can be prepared for inference");
+}
+
+namespace {
+using InferenceClock = std::chrono::steady_clock;
+
+// The attention pool for inference (model.py AttentionPool2d; C = 32 width, T = HW + 1 tokens):
+// the query is the mean token's, keys and values all tokens'. Only one query per image, so
+// instead of projecting every token's key, each head's query is taken through W_k once
+// (u_h = q_h W_k,h: score_t = u_h . x_t, k_proj's bias adds the same q.b_k to every score and
+// cancels in the softmax), and the values are projected after the weighted sum of the tokens
+// (sum_t p_t (W_v x_t + b_v) = W_v (sum_t p_t x_t) + b_v): 2 C^2 multiply-adds per head and
+// image instead of 2 T C^2. The training forward (attnpool_forward) projects every token, as
+// its backward needs.
+void attnpool_inference(float* out, const float* x, const AttnPoolWeights<float>& W, int64_t n,
+                        int64_t T, int64_t E, int64_t heads, int64_t O, float* tok) {
+  const int64_t hd = E / heads;
+  // Tokens [n, T, E] (in tok); the mean is a sum then a division, as torch.mean.
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < n; ++b) {
+    const float* xb = x + b * (T - 1) * E;
+    float* t = tok + b * T * E;
+    for (int64_t c = 0; c < E; ++c) t[c] = 0.0f;
+    for (int64_t i = 0; i < T - 1; ++i)
+      for (int64_t c = 0; c < E; ++c) t[c] += xb[i * E + c];
+    for (int64_t c = 0; c < E; ++c) t[c] = t[c] / float(T - 1) + W.pos[c];
+    for (int64_t i = 1; i < T; ++i)
+      for (int64_t c = 0; c < E; ++c) t[i * E + c] = xb[(i - 1) * E + c] + W.pos[i * E + c];
+  }
+  // q = (t0 Wq^T + bq) / sqrt(hd)   [n, E]
+  std::vector<float> q(size_t(n * E)), u(size_t(n * heads * E)), p(size_t(n * heads * T)),
+      xbar(size_t(n * heads * E)), o(size_t(n * E));
+  conv::parallel_sgemm(n, E, E, tok, T * E, W.q_w, E, true, q.data(), E);
+  const float scale = 1.0f / std::sqrt(float(hd));
+  for (int64_t b = 0; b < n; ++b)
+    for (int64_t c = 0; c < E; ++c) q[b * E + c] = (q[b * E + c] + W.q_b[c]) * scale;
+  // u_h = q_h Wk_h  [n, heads, E]
+#pragma omp parallel for schedule(static)
+  for (int64_t hh = 0; hh < heads; ++hh)
+    clip::sgemm(false, false, n, E, hd, 1.0f, q.data() + hh * hd, E, W.k_w + hh * hd * E, E, 0.0f,
+                u.data() + hh * E, heads * E);
+  // Scores, softmax over the tokens, and the attention-weighted token xbar_h = sum_t p_t x_t.
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < n; ++b) {
+    float* pb = p.data() + b * heads * T;
+    const float* tb = tok + b * T * E;
+    clip::sgemm(false, true, heads, T, E, 1.0f, u.data() + b * heads * E, E, tb, E, 0.0f, pb, T);
+    for (int64_t hh = 0; hh < heads; ++hh) {
+      float* row = pb + hh * T;
+      float mx = row[0];
+      for (int64_t t = 1; t < T; ++t) mx = std::max(mx, row[t]);
+      float sum = 0.0f;
+      for (int64_t t = 0; t < T; ++t) sum += (row[t] = std::exp(row[t] - mx));
+      const float inv = 1.0f / sum;
+      for (int64_t t = 0; t < T; ++t) row[t] *= inv;
+    }
+    clip::sgemm(false, false, heads, E, T, 1.0f, pb, T, tb, E, 0.0f, xbar.data() + b * heads * E, E);
+  }
+  // head output = Wv_h xbar_h + bv_h (the probabilities sum to one)   [n, E]
+#pragma omp parallel for schedule(static)
+  for (int64_t hh = 0; hh < heads; ++hh)
+    clip::sgemm(false, true, n, hd, E, 1.0f, xbar.data() + hh * E, heads * E, W.v_w + hh * hd * E, E,
+                0.0f, o.data() + hh * hd, E);
+  for (int64_t b = 0; b < n; ++b)
+    for (int64_t c = 0; c < E; ++c) o[b * E + c] += W.v_b[c];
+  conv::parallel_sgemm(n, O, E, o.data(), E, W.c_w, E, true, out, O);
+  for (int64_t b = 0; b < n; ++b)
+    for (int64_t c = 0; c < O; ++c) out[b * O + c] += W.c_b[c];
+}
+}  // namespace
+
+template <typename T>
+void ResNetTower<T>::encode(const float* pixels, int64_t B, float* features, const StageHook& hook,
+                            StageTimes* times) const {
+  if constexpr (!std::is_same_v<T, float>) {
+    throw Error("only a float ResNet tower encodes for inference");
+  } else {
+    if (B <= 0) return;
+    const std::shared_ptr<const Prepared> prep = prepared_;  // a preparation outlives the call
+    if (!prep) throw Error("ResNetTower::encode: the tower is not prepared for inference");
+    const int n = int(B), S = int(S_);
+    // The largest activation, in floats: the ping-pong buffers' size.
+    int64_t biggest = B * S * S * 3;
+    for (const Unit* u : {&stem1_, &stem2_, &stem3_})
+      biggest = std::max(biggest, B * u->Ho * u->Wo * u->s.out_channels);
+    for (const Block& b : blocks_)
+      biggest = std::max({biggest, B * b.H * b.W * std::max(b.planes, b.inplanes),
+                          B * b.Hp * b.Wp * b.planes * 4});
+    biggest = std::max(biggest, B * (HW_ + 1) * C4_);
+    std::vector<float> storage(size_t(4 * biggest));
+    float* X = storage.data();
+    float* Y = X + biggest;
+    float* T1 = Y + biggest;
+    float* T2 = T1 + biggest;
+    std::vector<float> nchw;
+    auto emit = [&](const char* stage, const float* nhwc, int64_t h, int64_t w, int64_t c) {
+      if (!hook) return;
+      nchw.resize(size_t(B * c * h * w));
+      conv::nhwc_to_nchw(nhwc, n, int(h), int(w), int(c), nchw.data());
+      hook(stage, nchw.data(), {B, c, h, w});
+    };
+    StageTimes t;
+    auto clock = InferenceClock::now();
+    auto lap = [&clock] {
+      const auto now = InferenceClock::now();
+      const double s = std::chrono::duration<double>(now - clock).count();
+      clock = now;
+      return s;
+    };
+    auto unit = [&](const Unit& u, const float* in, float* out, bool relu,
+                    const float* residual = nullptr) {
+      conv::conv2d_nhwc(prep->units[u.id], in, n, int(u.H), int(u.W), out, relu, residual);
+    };
+    // ---- stem
+    conv::nchw_to_nhwc(pixels, n, 3, S, S, X);
+    unit(stem1_, X, T1, true);
+    unit(stem2_, T1, T2, true);
+    unit(stem3_, T2, T1, true);
+    conv::avgpool2d_nhwc(T1, n, int(stem3_.Ho), int(stem3_.Wo), int(width_), 2, X);
+    t.stem = lap();
+    emit("stem", X, stem3_.Ho / 2, stem3_.Wo / 2, width_);
+    // ---- residual stages (X: the current activation)
+    static const char* const names[4] = {"layer1", "layer2", "layer3", "layer4"};
+    size_t bi = 0;
+    for (int l = 0; l < 4; ++l) {
+      for (int k = 0; k < layers_[size_t(l)]; ++k, ++bi) {
+        const Block& b = blocks_[bi];
+        unit(b.c1, X, T1, true);
+        unit(b.c2, T1, T2, true);
+        const float* branch = T2;
+        if (b.stride > 1) {
+          conv::avgpool2d_nhwc(T2, n, int(b.H), int(b.W), int(b.planes), int(b.stride), T1);
+          branch = T1;
+        }
+        // out = relu(conv3(branch) + identity), accumulated in place on the identity.
+        if (b.has_ds) {
+          const float* src = X;
+          if (b.stride > 1) {
+            conv::avgpool2d_nhwc(X, n, int(b.H), int(b.W), int(b.inplanes), int(b.stride), T2);
+            src = T2;
+          }
+          unit(b.ds, src, Y, false);
+          unit(b.c3, branch, Y, true, Y);
+          std::swap(X, Y);
+        } else {
+          unit(b.c3, branch, X, true, X);
+        }
+      }
+      const Block& last = blocks_[bi - 1];
+      t.layer[l] = lap();
+      emit(names[l], X, last.Hp, last.Wp, last.planes * 4);
+    }
+    // ---- attention pool
+    attnpool_inference(features, X, prep->pool, B, HW_ + 1, C4_, heads_, embed_, T1);
+    t.attnpool = lap();
+    if (times) *times = t;
+    if (hook) hook("attnpool", features, {B, embed_});
+  }
 }
 
 template class ResNetTower<float>;

@@ -24,6 +24,10 @@
 #include <string>
 #include <vector>
 
+#include <functional>
+#include <memory>
+
+#include "backend/conv.h"
 #include "core/tensor.h"
 #include "model/config.h"
 #include "nn/clip_network.h"  // ParamEntry, Tower, excluded_from_weight_decay
@@ -107,12 +111,39 @@ class ResNetTower {
   // Accumulates the parameter gradients for d(loss)/d(features) of the last forward.
   void backward(const T* d_features);
 
+  // ---- inference: the same tower prepared, run without saved activations ----
+  // The preparation folds each unit's batch norm (running statistics) into its convolution
+  // for the backend's convolutions (ReLU and the residual add fused); the attention pool reads
+  // its weights in place. `tensor(name, shape)` gives each float tensor by its OpenAI name (a
+  // checkpoint's; it must outlive the preparation and throw for a missing one); without it,
+  // the tower's own parameters and running statistics (validation during training: drop the
+  // preparation before they change). T = float.
+  using TensorSource =
+      std::function<const float*(const std::string& name, const std::vector<int64_t>& shape)>;
+  void prepare(const TensorSource& tensor);
+  void prepare();
+  void unprepare() { prepared_.reset(); }
+  bool prepared() const { return prepared_ != nullptr; }
+  // Called after each stage with its activation in NCHW order: "stem" [B, width, S/4, S/4],
+  // "layer1" .. "layer4", "attnpool" [B, embed_dim] (the output).
+  using StageHook = std::function<void(const std::string& stage, const float* data,
+                                       const std::vector<int64_t>& shape)>;
+  struct StageTimes {  // seconds of one encode: stem, layer1..4, attnpool
+    double stem = 0, layer[4] = {0, 0, 0, 0}, attnpool = 0;
+  };
+  // pixels [B, 3, S, S] -> features [B, embed_dim], with the prepared weights (an error
+  // without them). Allocates its buffers per call: safe to call from several threads at once.
+  void encode(const float* pixels, int64_t B, float* features, const StageHook& hook = {},
+              StageTimes* times = nullptr) const;
+
   int64_t embed_dim() const { return embed_; }
   int64_t image_size() const { return S_; }
   size_t activation_bytes() const { return arena_.size() * sizeof(T); }
 
  private:
   struct Unit {  // a bias-free convolution followed by a BatchNorm2d
+    size_t id = 0;                         // index into Prepared::units
+    std::string conv_name, bn_name;        // "visual.conv1", "visual.bn1"
     ConvShape s;
     int64_t H = 0, W = 0, Ho = 0, Wo = 0;  // input and output spatial size
     size_t w = 0, gamma = 0, beta = 0;     // parameter offsets
@@ -151,6 +182,13 @@ class ResNetTower {
   Unit stem1_, stem2_, stem3_;
   std::vector<Block> blocks_;
   size_t pos_ = 0, k_w_ = 0, k_b_ = 0, q_w_ = 0, q_b_ = 0, v_w_ = 0, v_b_ = 0, c_w_ = 0, c_b_ = 0;
+  size_t units_ = 0;  // how many Units add_unit made
+
+  struct Prepared {
+    std::vector<conv::ConvWeights> units;  // by Unit::id, batch norm folded in
+    AttnPoolWeights<float> pool{};          // views of the source's tensors
+  };
+  std::shared_ptr<const Prepared> prepared_;
 
   // activations (planned for planned_B_ images)
   int64_t planned_B_ = 0, B_used_ = 0;
