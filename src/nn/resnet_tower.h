@@ -186,7 +186,8 @@ class ResNetTower {
 
   struct Prepared {
     std::vector<conv::ConvWeights> units;  // by Unit::id, batch norm folded in
-    AttnPoolWeights<float> pool{};          // views of the source's tensors
+    std::vector<float> pool_storage;        // the attention pool's tensors, copied
+    AttnPoolWeights<float> pool{};          // views of pool_storage
   };
   std::shared_ptr<const Prepared> prepared_;
 
