@@ -24,7 +24,7 @@
 #include "text/tokenizer.h"
 #include "train/checkpoint.h"
 #include "nn/clip_network.h"
-#include "nn/rng.h"
+#include "core/rng.h"
 #include "train/run.h"
 #include "train/trainer.h"
 

@@ -31,6 +31,7 @@
 #include <unordered_set>
 
 #include "core/error.h"
+#include "core/rng.h"
 #include "core/test_points.h"
 #include "core/io.h"
 #include "text/tokenizer.h"
@@ -43,14 +44,6 @@ namespace {
 
 // ---- deterministic randomness -------------------------------------------------------------
 
-// splitmix64's finaliser (the same mixing as clip::train::Rng, which clip_data cannot use).
-inline uint64_t mix64(uint64_t z) {
-  z += 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
 // Distinct streams for the independent decisions made per (seed, epoch): the sample order, the
 // shard order, the shuffle buffer, and each sample's own choices.
 enum Salt : uint64_t { kOrder = 0x6f72646572ull, kUnits = 0x756e697473ull, kBuffer = 0x627566666572ull,
@@ -60,25 +53,9 @@ inline uint64_t stream_seed(uint64_t seed, Salt salt, int64_t epoch, uint64_t in
   return mix64(mix64(mix64(seed ^ salt) ^ uint64_t(epoch)) ^ index);
 }
 
-class SplitMix {
- public:
-  explicit SplitMix(uint64_t s = 0) : state_(s) {}
-  uint64_t next() {
-    uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  // Uniform in [0, n) by a 128-bit multiply (bias < n / 2^64, irrelevant here, and unlike
-  // std::uniform_int_distribution the same on every standard library).
-  uint64_t below(uint64_t n) { return uint64_t((unsigned __int128)next() * n >> 64); }
-
- private:
-  uint64_t state_;
-};
 
 template <class T>
-void fisher_yates(std::vector<T>& v, SplitMix& rng) {
+void fisher_yates(std::vector<T>& v, Rng& rng) {
   for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[size_t(rng.below(i))]);
 }
 
@@ -310,7 +287,7 @@ class Order {
     if (!shuffle) return;
     perm_.resize(size_t(n));
     for (int64_t i = 0; i < n; ++i) perm_[size_t(i)] = uint32_t(i);
-    SplitMix rng(seed);
+    Rng rng(seed);
     fisher_yates(perm_, rng);
   }
   int64_t operator[](int64_t i) const { return perm_.empty() ? i : int64_t(perm_[size_t(i)]); }
@@ -632,11 +609,11 @@ class PairLoader::Impl::Sequencer {
       units.push_back(u);
     }
     if (L.opt.shuffle) {
-      SplitMix r(stream_seed(L.opt.seed, kUnits, epoch));
+      Rng r(stream_seed(L.opt.seed, kUnits, epoch));
       fisher_yates(units, r);
     }
     reader_ = std::make_unique<ItemReader>(L.sources, L.space, &order_, std::move(units), L.warn_fn());
-    rng_ = SplitMix(stream_seed(L.opt.seed, kBuffer, epoch));
+    rng_ = Rng(stream_seed(L.opt.seed, kBuffer, epoch));
     cap_ = L.opt.shuffle ? size_t(std::max<int64_t>(L.opt.shuffle_buffer, 1)) : 1;
   }
 
@@ -705,7 +682,7 @@ class PairLoader::Impl::Sequencer {
   int64_t pos_ = 0;
   std::unique_ptr<ItemReader> reader_;
   std::vector<RawItem> buf_;
-  SplitMix rng_;
+  Rng rng_;
   size_t cap_ = 1;
   bool input_done_ = false;
 };
@@ -847,7 +824,7 @@ Result PairLoader::Impl::process(Ticket& t) const {
   }
   RawItem& it = t.item;
   const Source& src = sources[size_t(it.source)];
-  SplitMix rng(stream_seed(opt.seed, kSample, t.epoch, it.uid));
+  Rng rng(stream_seed(opt.seed, kSample, t.epoch, it.uid));
 
   int label = -1;
   bool has_caption = false;
@@ -905,9 +882,9 @@ Result PairLoader::Impl::process(Ticket& t) const {
     }
     r.pixels.resize(size_t(3) * S * S);
     if (opt.augment) {
-      std::mt19937_64 g(rng.next());
+      std::mt19937_64 g(rng.next_u64());
       clip::random_resized_crop(img, opt.preprocess, g, r.pixels.data(), {opt.crop_scale_min, opt.crop_scale_max});
-      if (opt.horizontal_flip && (rng.next() >> 63)) {
+      if (opt.horizontal_flip && (rng.next_u64() >> 63)) {
         for (int c = 0; c < 3; ++c)
           for (int y = 0; y < S; ++y) {
             float* row = r.pixels.data() + (size_t(c) * S + y) * S;

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/rng.h"
 #include "data/datasets.h"
 #include "eval/linear_probe.h"
 
@@ -37,8 +38,8 @@ Corruption parse_corruption(const std::string& name) {
 }
 
 uint64_t sample_seed(uint64_t seed, const std::string& id) {
-  SplitMix64 mix(seed ^ fnv1a64(id));
-  return mix.next();
+  Rng mix(seed ^ fnv1a64(id));
+  return mix.next_u64();
 }
 
 namespace {
@@ -50,7 +51,7 @@ void check_severity(int s) {
 }
 
 clip::Image gaussian_noise(clip::Image im, double sigma, uint64_t seed) {
-  SplitMix64 rng(seed);
+  Rng rng(seed);
   auto& px = im.pixels;
   for (size_t i = 0; i < px.size(); i += 2) {
     // Box-Muller: two normals per two uniforms.

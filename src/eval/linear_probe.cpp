@@ -10,6 +10,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "core/rng.h"
 #include "eval/metrics.h"
 
 namespace clip::eval {
@@ -399,14 +400,14 @@ static std::vector<std::vector<int64_t>> indices_by_class(const int* y, int64_t 
   return by;
 }
 
-static void shuffle(std::vector<int64_t>& v, SplitMix64& rng) {
-  for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[rng.below(i)]);
+static void shuffle(std::vector<int64_t>& v, Rng& rng) {
+  for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[rng.next_u64() % i]);
 }
 
 void stratified_split(const int* y, int64_t n, int num_classes, double fraction, uint64_t seed,
                       std::vector<int64_t>& first, std::vector<int64_t>& second) {
   auto by = indices_by_class(y, n, num_classes);
-  SplitMix64 rng(seed);
+  Rng rng(seed);
   first.clear();
   second.clear();
   for (auto& idx : by) {
@@ -424,7 +425,7 @@ void stratified_split(const int* y, int64_t n, int num_classes, double fraction,
 std::vector<int64_t> sample_few_shot(const int* y, int64_t n, int num_classes, int shots, uint64_t seed) {
   if (shots <= 0) throw Error("few-shot: shots must be positive, got " + std::to_string(shots));
   auto by = indices_by_class(y, n, num_classes);
-  SplitMix64 rng(seed);
+  Rng rng(seed);
   std::vector<int64_t> out;
   for (int c = 0; c < num_classes; ++c) {
     auto& idx = by[size_t(c)];

@@ -77,18 +77,5 @@ std::vector<int64_t> sample_few_shot(const int* y, int64_t n, int num_classes, i
 void stratified_split(const int* y, int64_t n, int num_classes, double fraction, uint64_t seed,
                       std::vector<int64_t>& first, std::vector<int64_t>& second);
 
-// Deterministic pseudo-random numbers (splitmix64), the same on every platform.
-struct SplitMix64 {
-  uint64_t state;
-  explicit SplitMix64(uint64_t seed) : state(seed) {}
-  uint64_t next() {
-    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  double uniform() { return double(next() >> 11) * 0x1.0p-53; }  // [0, 1)
-  uint64_t below(uint64_t bound) { return bound ? next() % bound : 0; }
-};
 
 }  // namespace clip::eval

@@ -12,7 +12,7 @@
 #include "core/safetensors.h"
 #include "model/checkpoint_writer.h"
 #include "nn/resnet_tower.h"
-#include "nn/rng.h"
+#include "core/rng.h"
 
 namespace clip::nn {
 

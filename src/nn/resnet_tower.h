@@ -32,7 +32,7 @@
 #include "model/config.h"
 #include "nn/clip_network.h"  // ParamEntry, Tower, excluded_from_weight_decay
 #include "nn/conv_layers.h"
-#include "nn/rng.h"
+#include "core/rng.h"
 
 namespace clip::nn {
 
