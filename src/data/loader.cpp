@@ -32,6 +32,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "text/prompt.h"
 #include "core/test_points.h"
 #include "core/io.h"
 #include "text/tokenizer.h"
@@ -762,6 +763,7 @@ void PairLoader::Impl::open_sources() {
     }
     shard_units.insert(shard_units.end(), units.begin(), units.end());
   }
+  for (const std::string& t : source_options.templates) (void)format_prompt(t, "x");  // {} or {c}, up front
   if (need_templates && source_options.templates.empty())
     throw Error(spec + ": a labelled source (class folders, IDX, a label CSV or shards with .cls only) needs caption "
                 "templates such as \"a photo of a {}.\"");
@@ -850,15 +852,7 @@ Result PairLoader::Impl::process(Ticket& t) const {
   if (!has_caption && label >= 0 && !source_options.templates.empty()) {
     const std::string& tpl = source_options.templates[size_t(rng.below(source_options.templates.size()))];
     const std::string name = size_t(label) < src.classnames.size() ? src.classnames[size_t(label)] : std::to_string(label);
-    caption.clear();
-    for (size_t i = 0; i < tpl.size(); ++i) {
-      if (tpl.compare(i, 2, "{}") == 0) {
-        caption += name;
-        ++i;
-      } else {
-        caption += tpl[i];
-      }
-    }
+    caption = format_prompt(tpl, name);  // checked when the loader was made
   }
   r.label = label >= 0 && size_t(label) < src.label_map.size() ? src.label_map[size_t(label)] : label;
   if (blank(caption)) {
