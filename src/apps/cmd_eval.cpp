@@ -24,6 +24,7 @@
 #include "eval/results.h"
 #include "eval/zeroshot.h"
 #include "model/clip_model.h"
+#include "model/loaded_model.h"
 #include "model/weights.h"
 #include "text/tokenizer.h"
 #include "text/vocabulary.h"
@@ -112,19 +113,7 @@ void begin(const Common& c) {
   check_output(c);
 }
 
-// ---- the model, its tokenizer and preprocessing ----
-Tokenizer eval_tokenizer(const std::string& vocab, const std::string& model_dir) {
-  if (!vocab.empty()) return load_tokenizer(vocab);
-  if (!model_dir.empty()) {
-    try {
-      return Tokenizer::from_directory(model_dir);
-    } catch (const Error&) {
-      // no tokenizer files in the model folder: the installed default
-    }
-  }
-  return load_tokenizer(vocabulary_or_default(""));
-}
-
+// ---- the model, its tokenizer and preprocessing (model/loaded_model.h, as clip::Model::load) ----
 struct ModelContext {
   std::unique_ptr<ClipModel> model;
   std::optional<Tokenizer> tokenizer;
@@ -136,17 +125,11 @@ struct ModelContext {
 
 ModelContext load_model(const Common& c, bool need_text) {
   ModelContext m;
-  m.model = std::make_unique<ClipModel>(load_checkpoint(c.model), parse_precision(c.precision));
+  LoadedModel loaded = clip::load_model(c.model, c.vocab, "", parse_precision(c.precision));
+  m.model = std::move(loaded.model);
   const auto& ck = m.model->checkpoint();
   m.dim = m.model->embed_dim();
-  if (!ck.model_dir.empty()) {
-    try {
-      m.preprocess = load_preprocess_config(ck.model_dir);
-    } catch (const Error&) {
-      // no preprocessing config in the folder: the reference defaults
-    }
-  }
-  m.preprocess.image_size = m.model->image_size();
+  m.preprocess = loaded.preprocess;
   m.key = file_identity(ck.weights_path.empty() ? c.model : ck.weights_path) + (c.precision == "fp32" ? "" : "|" + c.precision);
   m.name = c.model_name;
   if (m.name.empty()) {
@@ -157,7 +140,10 @@ ModelContext load_model(const Common& c, bool need_text) {
     if ((m.name == "model" || m.name == "open_clip_model") && !p.parent_path().filename().empty())
       m.name = p.parent_path().filename().string();
   }
-  if (need_text) m.tokenizer = eval_tokenizer(c.vocab, ck.model_dir);
+  if (need_text) {
+    if (!loaded.tokenizer) throw Error(loaded.tokenizer_error);
+    m.tokenizer = std::move(*loaded.tokenizer);
+  }
   return m;
 }
 

@@ -10,6 +10,7 @@
 #include <numeric>
 
 #include "core/ops.h"
+#include "model/loaded_model.h"
 #include "core/threads.h"
 #include "model/clip_model.h"
 #include "model/weights.h"
@@ -40,10 +41,17 @@ namespace fs = std::filesystem;
 
 void normalize_rows(Embeddings& e) { l2_normalize_rows(e.data.data(), e.rows, e.cols); }
 
+}  // namespace
+
+Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Model::Model(Model&&) noexcept = default;
+Model& Model::operator=(Model&&) noexcept = default;
+Model::~Model() = default;
+
 // The tokenizer: the one named, else the model directory's own, else (for a model with OpenAI's
 // vocabulary size, as every OpenAI / open_clip checkpoint has) the OpenAI vocabulary installed
 // with the program. Without one, text calls fail with `why_not`.
-std::shared_ptr<Tokenizer> load_model_tokenizer(const std::string& vocab, const std::string& model_dir,
+std::shared_ptr<Tokenizer> model_tokenizer(const std::string& vocab, const std::string& model_dir,
                                                 int model_vocab_size, std::string& why_not) {
   if (!vocab.empty()) return std::make_shared<Tokenizer>(load_tokenizer(vocab));
   if (!model_dir.empty()) {
@@ -65,45 +73,47 @@ std::shared_ptr<Tokenizer> load_model_tokenizer(const std::string& vocab, const 
               " tokens) is not OpenAI's: give it with --vocab / ModelOptions::vocab_path";
   return nullptr;
 }
-}  // namespace
 
-Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Model::Model(Model&&) noexcept = default;
-Model& Model::operator=(Model&&) noexcept = default;
-Model::~Model() = default;
-
-Model Model::load(const std::string& path, const ModelOptions& options) {
-  if (options.num_threads > 0) set_num_threads(options.num_threads);
-  auto impl = std::make_unique<Impl>();
-  impl->path = path;
+LoadedModel load_model(const std::string& path, const std::string& vocab_path, const std::string& config_path,
+                       Precision precision) {
+  LoadedModel m;
   LoadOptions load_options;
-  load_options.config_path = options.config_path;
+  load_options.config_path = config_path;
   LoadedCheckpoint ckpt = load_checkpoint(path, load_options);
-  std::string model_dir = ckpt.model_dir;
-  impl->preprocess = PreprocessConfig{};
-  impl->preprocess.image_size = ckpt.config.vision.image_size;
+  const std::string model_dir = ckpt.model_dir;
+  m.preprocess = PreprocessConfig{};
+  m.preprocess.image_size = ckpt.config.vision.image_size;
   if (!model_dir.empty()) {
     try {
-      PreprocessConfig pc = load_preprocess_config(model_dir);
-      impl->preprocess = pc;
+      m.preprocess = load_preprocess_config(model_dir);
     } catch (const Error&) {
       // No preprocessing config in the directory: CLIP's defaults at the model's resolution.
     }
-    if (impl->preprocess.image_size != ckpt.config.vision.image_size)
-      throw Error(path + ": preprocessing config says image size " +
-                  std::to_string(impl->preprocess.image_size) + " but the model expects " +
-                  std::to_string(ckpt.config.vision.image_size));
+    if (m.preprocess.image_size != ckpt.config.vision.image_size)
+      throw Error(path + ": preprocessing config says image size " + std::to_string(m.preprocess.image_size) +
+                  " but the model expects " + std::to_string(ckpt.config.vision.image_size));
   }
+  m.tokenizer = model_tokenizer(vocab_path, model_dir, ckpt.config.text.vocab_size, m.tokenizer_error);
+  if (m.tokenizer && m.tokenizer->vocab_size() > ckpt.config.text.vocab_size)
+    throw Error(path + ": the tokenizer has " + std::to_string(m.tokenizer->vocab_size()) +
+                " tokens but the model's token embedding has only " +
+                std::to_string(ckpt.config.text.vocab_size) + " rows: wrong vocabulary for this model");
+  m.model = std::make_unique<ClipModel>(std::move(ckpt), precision);
+  return m;
+}
+
+Model Model::load(const std::string& path, const ModelOptions& options) {
+  if (options.num_threads > 0) set_num_threads(options.num_threads);
+  LoadedModel loaded = load_model(path, options.vocab_path, options.config_path, parse_precision(options.precision));
+  auto impl = std::make_unique<Impl>();
+  impl->path = path;
+  impl->model = std::move(loaded.model);
+  impl->tokenizer = std::move(loaded.tokenizer);
+  impl->tokenizer_error = std::move(loaded.tokenizer_error);
+  impl->preprocess = loaded.preprocess;
   impl->decode.exif_orient = options.exif_orient;
   impl->decode.max_pixels = options.max_pixels;
   impl->decode.jpeg_draft_min_side = options.fast_jpeg ? impl->preprocess.image_size : 0;
-  impl->tokenizer =
-      load_model_tokenizer(options.vocab_path, model_dir, ckpt.config.text.vocab_size, impl->tokenizer_error);
-  if (impl->tokenizer && impl->tokenizer->vocab_size() > ckpt.config.text.vocab_size)
-    throw Error(path + ": the tokenizer has " + std::to_string(impl->tokenizer->vocab_size()) +
-                " tokens but the model's token embedding has only " +
-                std::to_string(ckpt.config.text.vocab_size) + " rows: wrong vocabulary for this model");
-  impl->model = std::make_unique<ClipModel>(std::move(ckpt), parse_precision(options.precision));
   return Model(std::move(impl));
 }
 
