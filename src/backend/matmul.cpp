@@ -174,19 +174,64 @@ bool bf16_available() {
 }
 
 #if defined(CLIP_HAVE_ONEDNN)
+namespace matmul_detail {
+// A weight prepared once for oneDNN's matmul primitive (bf16 or int8): its blocked layout, and
+// per product shape (Key) the primitive with the weights in the layout that primitive takes:
+// the prepared one, or where oneDNN declines it for that shape, the layout it prefers, with W
+// put into it once by `reorder` (kept for every shape that asks for it).
+template <class Key>
+class MatmulPrimitives {
+ public:
+  struct Prepared {
+    dnnl::matmul primitive;
+    dnnl::memory weights;
+  };
+  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+  dnnl::memory::desc layout;  // the prepared layout of `weights`
+  dnnl::memory weights;
+
+  // describe(wei_layout): the primitive descriptor for this shape with the weights in
+  // wei_layout (a zero desc: "any"); reorder(layout): W in that layout. `what` names the
+  // precision in errors.
+  template <class Describe, class Reorder>
+  Prepared get(const Key& key, const Describe& describe, const Reorder& reorder, const char* what) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = primitives_.find(key);
+    if (it != primitives_.end()) return it->second;
+    try {
+      Prepared p;
+      try {
+        p.primitive = dnnl::matmul(describe(layout));
+        p.weights = weights;
+      } catch (const dnnl::error&) {
+        const auto pd = describe(dnnl::memory::desc());
+        for (const auto& m : other_layouts_)
+          if (m.get_desc() == pd.weights_desc()) p.weights = m;
+        if (!p.weights) {
+          other_layouts_.push_back(reorder(pd.weights_desc()));
+          p.weights = other_layouts_.back();
+        }
+        p.primitive = dnnl::matmul(pd);
+      }
+      // One primitive per shape: a server's varying batches would grow this without end.
+      if (primitives_.size() >= 256) primitives_.clear();
+      return primitives_.emplace(key, p).first->second;
+    } catch (const dnnl::error& e) {
+      throw Error(std::string(what) + " product setup failed in oneDNN: " + e.what());
+    }
+  }
+
+ private:
+  std::mutex mutex_;
+  std::map<Key, Prepared> primitives_;
+  std::vector<dnnl::memory> other_layouts_;
+};
+}  // namespace matmul_detail
+
 struct Bf16Weight {
   int64_t n = 0, k = 0;
   const float* source = nullptr;  // W, f32 [N, K]
-  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
-  dnnl::memory::desc layout;      // the blocked bf16 layout of `weights`
-  dnnl::memory weights;
-  std::mutex mutex;
-  struct Prepared {
-    dnnl::matmul primitive;
-    dnnl::memory weights;  // `weights`, or W in another layout this primitive asked for
-  };
-  std::map<std::tuple<int64_t, int64_t, bool>, Prepared> primitives;  // (M, ldy, accumulate)
-  std::vector<dnnl::memory> other_layouts;
+  matmul_detail::MatmulPrimitives<std::tuple<int64_t, int64_t, bool>> cache;  // (M, ldy, accumulate)
 
   // wei_layout: the layout to ask for, or a zero desc for "any".
   dnnl::matmul::primitive_desc describe(int64_t M, int64_t ldy, bool accumulate,
@@ -202,17 +247,18 @@ struct Bf16Weight {
       ops.append_sum(1.f);
       attr.set_post_ops(ops);
     }
-    return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst), attr, engine);
+    return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst), attr, cache.engine);
   }
 };
 
 namespace {
 // W [N, K] row-major is W^T [K, N] in "ba" order: reordered (and rounded to bf16) into `layout`.
 dnnl::memory reorder_weights(Bf16Weight& b, const dnnl::memory::desc& layout) {
-  dnnl::stream s(b.engine);
-  dnnl::memory f32(dnnl::memory::desc({b.k, b.n}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::ba), b.engine,
+  const dnnl::engine& engine = b.cache.engine;
+  dnnl::stream s(engine);
+  dnnl::memory f32(dnnl::memory::desc({b.k, b.n}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::ba), engine,
                    const_cast<float*>(b.source));
-  dnnl::memory out(layout, b.engine);
+  dnnl::memory out(layout, engine);
   dnnl::reorder(f32, out).execute(s, f32, out);
   s.wait();
   return out;
@@ -229,8 +275,8 @@ std::shared_ptr<Bf16Weight> make_bf16_weight(const float* weight, int64_t N, int
   b->k = K;
   b->source = weight;
   try {
-    b->layout = b->describe(64, N, false).weights_desc();
-    b->weights = reorder_weights(*b, b->layout);
+    b->cache.layout = b->describe(64, N, false).weights_desc();
+    b->cache.weights = reorder_weights(*b, b->cache.layout);
   } catch (const dnnl::error& e) {
     throw Error(std::string("bf16 weight preparation failed in oneDNN: ") + e.what());
   }
@@ -266,43 +312,15 @@ void bf16_linear(Bf16Weight& b, float* y, const float* x, int64_t M, int64_t ldx
 #pragma omp parallel for if (M * K > 65536 && !omp_in_parallel())
   for (int64_t i = 0; i < M; ++i)
     for (int64_t j = 0; j < K; ++j) xb[i * K + j] = f32_to_bf16(x[i * ldx + j]);
-  Bf16Weight::Prepared prep;
-  {
-    std::lock_guard<std::mutex> lock(b.mutex);
-    auto key = std::make_tuple(M, ldy, accumulate);
-    auto it = b.primitives.find(key);
-    if (it == b.primitives.end()) {
-      try {
-        // The prepared layout first; where oneDNN declines it for this M, the layout it
-        // prefers, with W reordered into it once (kept for every M that asks for it).
-        Bf16Weight::Prepared p;
-        try {
-          const auto pd = b.describe(M, ldy, accumulate, b.layout);
-          p.primitive = dnnl::matmul(pd);
-          p.weights = b.weights;
-        } catch (const dnnl::error&) {
-          const auto pd = b.describe(M, ldy, accumulate);
-          for (const auto& m : b.other_layouts)
-            if (m.get_desc() == pd.weights_desc()) p.weights = m;
-          if (!p.weights) {
-            b.other_layouts.push_back(reorder_weights(b, pd.weights_desc()));
-            p.weights = b.other_layouts.back();
-          }
-          p.primitive = dnnl::matmul(pd);
-        }
-        // One primitive per row count: a server's varying batches would grow this without end.
-        if (b.primitives.size() >= 256) b.primitives.clear();
-        it = b.primitives.emplace(key, p).first;
-      } catch (const dnnl::error& e) {
-        throw Error(std::string("bf16 product setup failed in oneDNN: ") + e.what());
-      }
-    }
-    prep = it->second;
-  }
-  dnnl::stream s(b.engine);
+  const auto prep = b.cache.get(
+      std::make_tuple(M, ldy, accumulate),
+      [&](const dnnl::memory::desc& layout) { return b.describe(M, ldy, accumulate, layout); },
+      [&](const dnnl::memory::desc& layout) { return reorder_weights(b, layout); }, "bf16");
+  const dnnl::engine& engine = b.cache.engine;
+  dnnl::stream s(engine);
   const auto& pd_src = dnnl::memory::desc({M, K}, dnnl::memory::data_type::bf16, dnnl::memory::format_tag::ab);
-  dnnl::memory src(pd_src, b.engine, xb);
-  dnnl::memory dst(dnnl::memory::desc({M, b.n}, dnnl::memory::data_type::f32, dnnl::memory::dims{ldy, 1}), b.engine, y);
+  dnnl::memory src(pd_src, engine, xb);
+  dnnl::memory dst(dnnl::memory::desc({M, b.n}, dnnl::memory::data_type::f32, dnnl::memory::dims{ldy, 1}), engine, y);
   prep.primitive.execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, prep.weights}, {DNNL_ARG_DST, dst}});
   s.wait();
 }
@@ -321,16 +339,7 @@ struct Int8Weight {
   const float* source = nullptr;  // W, f32 [N, K]: quantized again for another layout
   std::vector<float> scale;       // [N] per output channel
   std::vector<int32_t> sum;       // [N] sum_k Wq[n, k]: the zero-point correction
-  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
-  dnnl::memory::desc layout;
-  dnnl::memory weights;
-  std::mutex mutex;
-  struct Prepared {
-    dnnl::matmul primitive;
-    dnnl::memory weights;
-  };
-  std::map<int64_t, Prepared> primitives;  // by M
-  std::vector<dnnl::memory> other_layouts;
+  matmul_detail::MatmulPrimitives<int64_t> cache;  // by M
 
   dnnl::matmul::primitive_desc describe(int64_t M, const dnnl::memory::desc& wei_layout = {}) const {
     using md = dnnl::memory::desc;
@@ -338,7 +347,7 @@ struct Int8Weight {
     const md wei = wei_layout.is_zero() ? md({k, n}, dnnl::memory::data_type::s8, dnnl::memory::format_tag::any)
                                         : wei_layout;
     const md dst({M, n}, dnnl::memory::data_type::s32, dnnl::memory::format_tag::ab);
-    return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst), engine);
+    return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst), cache.engine);
   }
 };
 
@@ -349,19 +358,24 @@ int8_t quantize_weight(float w, float inv_scale) {
   return int8_t(std::min(127.f, std::max(-127.f, round_half_away(w * inv_scale))));
 }
 
-// Wq (per-channel scales already in b.scale) as [K, N] "ba" = [N, K] row-major, reordered into
-// `layout`.
-dnnl::memory reorder_int8_weights(Int8Weight& b, const dnnl::memory::desc& layout) {
+// Wq [N, K] row-major (per-channel scales already in b.scale).
+std::vector<int8_t> quantized_weights(const Int8Weight& b) {
   std::vector<int8_t> q(size_t(b.n * b.k));
 #pragma omp parallel for if (b.n * b.k > 65536 && !omp_in_parallel())
   for (int64_t r = 0; r < b.n; ++r) {
     const float inv = b.scale[size_t(r)] > 0 ? 1.f / b.scale[size_t(r)] : 0.f;
     for (int64_t c = 0; c < b.k; ++c) q[size_t(r * b.k + c)] = quantize_weight(b.source[r * b.k + c], inv);
   }
-  dnnl::stream s(b.engine);
+  return q;
+}
+
+// Wq as [K, N] "ba" (= [N, K] row-major), reordered into `layout`.
+dnnl::memory reorder_int8_weights(const Int8Weight& b, const std::vector<int8_t>& q, const dnnl::memory::desc& layout) {
+  const dnnl::engine& engine = b.cache.engine;
+  dnnl::stream s(engine);
   dnnl::memory plain(dnnl::memory::desc({b.k, b.n}, dnnl::memory::data_type::s8, dnnl::memory::format_tag::ba),
-                     b.engine, q.data());
-  dnnl::memory out(layout, b.engine);
+                     engine, const_cast<int8_t*>(q.data()));
+  dnnl::memory out(layout, engine);
   dnnl::reorder(plain, out).execute(s, plain, out);
   s.wait();
   return out;
@@ -382,16 +396,14 @@ std::shared_ptr<Int8Weight> make_int8_weight(const float* weight, int64_t N, int
   for (int64_t r = 0; r < N; ++r) {
     float mx = 0.f;
     for (int64_t c = 0; c < K; ++c) mx = std::max(mx, std::abs(weight[r * K + c]));
-    const float scale = mx / 127.f;
-    b->scale[size_t(r)] = scale;
-    const float inv = scale > 0 ? 1.f / scale : 0.f;
-    int32_t sum = 0;
-    for (int64_t c = 0; c < K; ++c) sum += quantize_weight(weight[r * K + c], inv);
-    b->sum[size_t(r)] = sum;
+    b->scale[size_t(r)] = mx / 127.f;
   }
+  const std::vector<int8_t> q = quantized_weights(*b);  // once: the sums and the prepared layout
+  for (int64_t r = 0; r < N; ++r)
+    for (int64_t c = 0; c < K; ++c) b->sum[size_t(r)] += q[size_t(r * K + c)];
   try {
-    b->layout = b->describe(64).weights_desc();
-    b->weights = reorder_int8_weights(*b, b->layout);
+    b->cache.layout = b->describe(64).weights_desc();
+    b->cache.weights = reorder_int8_weights(*b, q, b->cache.layout);
   } catch (const dnnl::error& e) {
     throw Error(std::string("int8 weight preparation failed in oneDNN: ") + e.what());
   }
@@ -438,37 +450,13 @@ void int8_linear(Int8Weight& b, float* y, const float* x, const float* bias, int
     for (int64_t j = 0; j < K; ++j)
       q[j] = uint8_t(int32_t(std::min(255.f, std::max(0.f, r[j] * inv + offset))));
   }
-  Int8Weight::Prepared prep;
-  {
-    std::lock_guard<std::mutex> lock(b.mutex);
-    auto it = b.primitives.find(M);
-    if (it == b.primitives.end()) {
-      try {
-        Int8Weight::Prepared p;
-        try {
-          p.primitive = dnnl::matmul(b.describe(M, b.layout));
-          p.weights = b.weights;
-        } catch (const dnnl::error&) {
-          const auto pd = b.describe(M);
-          for (const auto& m : b.other_layouts)
-            if (m.get_desc() == pd.weights_desc()) p.weights = m;
-          if (!p.weights) {
-            b.other_layouts.push_back(reorder_int8_weights(b, pd.weights_desc()));
-            p.weights = b.other_layouts.back();
-          }
-          p.primitive = dnnl::matmul(pd);
-        }
-        if (b.primitives.size() >= 256) b.primitives.clear();
-        it = b.primitives.emplace(M, p).first;
-      } catch (const dnnl::error& e) {
-        throw Error(std::string("int8 product setup failed in oneDNN: ") + e.what());
-      }
-    }
-    prep = it->second;
-  }
-  dnnl::stream s(b.engine);
-  dnnl::memory src(dnnl::memory::desc({M, K}, dnnl::memory::data_type::u8, dnnl::memory::format_tag::ab), b.engine, xq);
-  dnnl::memory dst(dnnl::memory::desc({M, N}, dnnl::memory::data_type::s32, dnnl::memory::format_tag::ab), b.engine, acc);
+  const auto prep = b.cache.get(
+      M, [&](const dnnl::memory::desc& layout) { return b.describe(M, layout); },
+      [&](const dnnl::memory::desc& layout) { return reorder_int8_weights(b, quantized_weights(b), layout); }, "int8");
+  const dnnl::engine& engine = b.cache.engine;
+  dnnl::stream s(engine);
+  dnnl::memory src(dnnl::memory::desc({M, K}, dnnl::memory::data_type::u8, dnnl::memory::format_tag::ab), engine, xq);
+  dnnl::memory dst(dnnl::memory::desc({M, N}, dnnl::memory::data_type::s32, dnnl::memory::format_tag::ab), engine, acc);
   prep.primitive.execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, prep.weights}, {DNNL_ARG_DST, dst}});
   s.wait();
   const float* ws = b.scale.data();
