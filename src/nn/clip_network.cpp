@@ -168,7 +168,6 @@ ClipNetwork<T>::ClipNetwork(const LoadedCheckpoint& ckpt, Precision precision)
       }
       return ckpt.get(e.name, e.shape).f32();
     });
-    inference_logit_scale_ = ckpt.get("logit_scale").f32()[0];
     prepare_blocks(precision, &ckpt);
   }
 }
@@ -191,6 +190,7 @@ void ClipNetwork<T>::bind_weights(const std::function<const T*(const ParamEntry&
     vw_ = {w(v_conv_), w(v_cls_), w(v_pos_), w(v_lnpre_w_), w(v_lnpre_b_), w(v_lnpost_w_),
            w(v_lnpost_b_), w(v_proj_)};
   tw_ = {w(t_tok_), w(t_pos_), w(t_lnfin_w_), w(t_lnfin_b_), w(t_proj_)};
+  logit_scale_w_ = w(logit_scale_offset_);
 }
 
 // The blocks' linear layers prepared once: packed f32 (or bf16) copies of the weights. From a
@@ -199,39 +199,34 @@ void ClipNetwork<T>::bind_weights(const std::function<const T*(const ParamEntry&
 // packing them holds them twice: done for an F32 file's few (Hugging Face's q/k/v
 // concatenated into in_proj: +25 % of in_proj for ViT-B/32), so that every naming scheme
 // computes the same products and gives bit-identical features; not for f16/bf16 files, where
-// every weight is such a copy. The pages are released per block, so loading never holds both
-// for a whole tower; they are read again only by products run on another thread count.
+// every weight is such a copy. The pages are released as each layer is prepared, so loading
+// never holds both for a whole tower; they are read again only by products run on another
+// thread count.
 template <typename T>
 void ClipNetwork<T>::prepare_blocks(Precision precision, const LoadedCheckpoint* ckpt) {
   if constexpr (!std::is_same_v<T, float>) {
     throw Error("only float networks can be prepared for inference");
   } else {
+    // One linear layer: prepared, and its pages in the mapped file released when the
+    // products read a copy.
+    auto linear = [&](const float* weight, int64_t rows, int64_t cols) {
+      const bool pack =
+          !ckpt || ckpt->stored_dtype == DType::F32 || ckpt->is_mapped(weight, rows * cols);
+      PackedWeight pw(weight, rows, cols, pack, precision);
+      if (ckpt && pw.prepared_copy()) ckpt->release_pages(weight, rows * cols);
+      return pw;
+    };
     auto prepare_tower = [&](const std::vector<BlockWeights>& weights, int64_t D, int64_t F) {
       std::vector<PreparedBlock> out;
-      for (const BlockWeights& w : weights) {
-        auto linear = [&](const float* weight, int64_t rows, int64_t cols) {
-          const bool pack = !ckpt || ckpt->stored_dtype == DType::F32 ||
-                            ckpt->is_mapped(weight, rows * cols);
-          return PackedWeight(weight, rows, cols, pack, precision);
-        };
-        PreparedBlock p{linear(w.in_w, D, D), linear(w.in_w + D * D, 2 * D, D),
-                        linear(w.out_w, D, D), linear(w.fc_w, F, D), linear(w.proj_w, D, F)};
-        if (ckpt)
-          for (const PackedWeight* pw : {&p.q, &p.kv, &p.out, &p.fc, &p.proj})
-            if (pw->prepared_copy())
-              ckpt->release_pages(pw->weight(), pw->out_features() * pw->in_features());
-        out.push_back(std::move(p));
-      }
+      for (const BlockWeights& w : weights)
+        out.push_back({linear(w.in_w, D, D), linear(w.in_w + D * D, 2 * D, D),
+                       linear(w.out_w, D, D), linear(w.fc_w, F, D), linear(w.proj_w, D, F)});
       return out;
     };
     vprep_ = prepare_tower(vweights_, vshape_.D, vshape_.F);
     tprep_ = prepare_tower(tweights_, tshape_.D, tshape_.F);
-    if (vw_.conv) {  // the patch embedding: a linear layer over unfolded patches
-      const int64_t rows = vshape_.D, cols = 3 * patch_ * patch_;
-      const bool pack = !ckpt || ckpt->stored_dtype == DType::F32 || ckpt->is_mapped(vw_.conv, rows * cols);
-      vconv_prep_.emplace(vw_.conv, rows, cols, pack, precision);
-      if (ckpt && vconv_prep_->prepared_copy()) ckpt->release_pages(vw_.conv, rows * cols);
-    }
+    // The patch embedding: a linear layer over unfolded patches.
+    if (vw_.conv) vconv_prep_ = linear(vw_.conv, vshape_.D, 3 * patch_ * patch_);
   }
 }
 

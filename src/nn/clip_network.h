@@ -126,7 +126,7 @@ class ClipNetwork {
   std::pair<size_t, size_t> tower_range(Tower tower) const;
 
   T logit_scale() const {
-    return params_.empty() ? inference_logit_scale_ : params_[logit_scale_offset_];
+    return *logit_scale_w_;
   }
   T& logit_scale_ref() { return params_[logit_scale_offset_]; }
   T& logit_scale_grad() { return grads_[logit_scale_offset_]; }
@@ -318,10 +318,10 @@ class ClipNetwork {
     const T *tok = nullptr, *pos = nullptr, *ln_final_w = nullptr, *ln_final_b = nullptr,
             *proj = nullptr;
   } tw_;
+  const T* logit_scale_w_ = nullptr;
   std::vector<PreparedBlock> vprep_, tprep_;  // empty: not prepared
   std::optional<PackedWeight> vconv_prep_;    // the patch embedding, prepared with the blocks
   bool has_image_tower_ = true;
-  T inference_logit_scale_ = T(0);
   TowerActs vacts_, tacts_;  // training
   TowerActs vinf_, tinf_;    // inference
   std::unique_ptr<ResNetTower<T>> resnet_;  // the image tower when it is a ResNet
