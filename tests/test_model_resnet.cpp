@@ -209,6 +209,15 @@ TEST(ResNetVisual, MissingOrMisshapenTensorNamesIt) {
   }
   LoadedCheckpoint empty;
   EXPECT_THROW(ResNetVisual enc(empty), clip::Error);
+  // A tensor the tower would ignore is an error too: a convolution's bias.
+  LoadedCheckpoint with_bias = base;
+  with_bias.tensors.emplace("visual.layer1.0.conv2.bias", base.tensors.at("visual.layer1.0.bn2.bias"));
+  try {
+    ResNetVisual enc(with_bias);
+    FAIL() << "a convolution bias was accepted";
+  } catch (const clip::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("unexpected tensor 'visual.layer1.0.conv2.bias'"), std::string::npos) << e.what();
+  }
 }
 
 // ---- the kernels against naive loops ---------------------------------------------------

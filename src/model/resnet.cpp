@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <mutex>
+#include <set>
 #include <string>
 
 #include "backend/conv.h"
@@ -60,15 +61,6 @@ const Tensor& tensor(const LoadedCheckpoint& ck, const std::string& name, const 
 
 const float* data(const LoadedCheckpoint& ck, const std::string& name, const std::vector<int64_t>& shape) {
   return tensor(ck, name, shape).f32();
-}
-
-// A bias-free convolution `conv` followed by the batch norm `bn`: every tensor present with its
-// shape, no bias (the tower folds them when it is prepared).
-void check_conv_bn(const LoadedCheckpoint& ck, const std::string& conv, const std::string& bn, int in, int out,
-                   int kernel) {
-  data(ck, conv + ".weight", {out, in, kernel, kernel});
-  if (has(ck, conv + ".bias")) throw Error(source_of(ck) + ": unexpected tensor '" + conv + ".bias' (ModifiedResNet convolutions have no bias)");
-  for (const char* s : {".weight", ".bias", ".running_mean", ".running_var"}) data(ck, bn + s, {out});
 }
 
 int count_blocks(const LoadedCheckpoint& ck, int layer) {
@@ -136,31 +128,22 @@ ResNetVisual::ResNetVisual(const LoadedCheckpoint& ck) : weights_(std::make_uniq
   }
   embed_dim_ = W_output_dim;
 
-  // ---- every tensor checked by name and shape (errors name them), no unexpected ones
-  const int half = width / 2;
-  check_conv_bn(ck, "visual.conv1", "visual.bn1", 3, half, 3);
-  check_conv_bn(ck, "visual.conv2", "visual.bn2", half, half, 3);
-  check_conv_bn(ck, "visual.conv3", "visual.bn3", half, width, 3);
-  int inplanes = width;
-  for (int l = 0; l < 4; ++l) {
-    const int planes = width << l;
-    for (int b = 0; b < layers[l]; ++b) {
-      const int stride = (l > 0 && b == 0) ? 2 : 1;
-      const std::string p = "visual.layer" + std::to_string(l + 1) + "." + std::to_string(b) + ".";
-      check_conv_bn(ck, p + "conv1", p + "bn1", inplanes, planes, 1);
-      check_conv_bn(ck, p + "conv2", p + "bn2", planes, planes, 3);
-      check_conv_bn(ck, p + "conv3", p + "bn3", planes, planes * 4, 1);
-      if (stride > 1 || inplanes != planes * 4)
-        check_conv_bn(ck, p + "downsample.0", p + "downsample.1", inplanes, planes * 4, 1);
-      else if (has(ck, p + "downsample.0.weight"))
-        throw Error(src + ": unexpected tensor '" + p + "downsample.0.weight' (this block keeps its shape)");
-      inplanes = planes * 4;
-    }
-  }
-  tensor(ck, "visual.attnpool.k_proj.bias", {W_embed});  // present in every checkpoint; cancels in softmax
-
-  // ---- the tower, prepared from the checkpoint's tensors (views; the checkpoint outlives it)
+  // ---- the tower (the one ModifiedResNet definition, nn/resnet_tower.h) and the checkpoint
+  // checked against its parameters: no tensor it would ignore, then every one it reads, by name
+  // and shape (prepare: errors name them), batch norm folded in.
   W.tower = std::make_unique<nn::ResNetTower<float>>(config_, embed_dim_, "visual.", /*own_arenas=*/false);
+  std::set<std::string> params;
+  for (const nn::ParamEntry& e : W.tower->parameters()) {
+    params.insert(e.name);
+    const std::string conv = e.name.substr(0, e.name.size() - std::string(".weight").size());
+    if (e.shape.size() == 4 && has(ck, conv + ".bias"))
+      throw Error(src + ": unexpected tensor '" + conv + ".bias' (ModifiedResNet convolutions have no bias)");
+  }
+  const std::string ds = "downsample.0.weight";
+  for (const auto& [name, t] : ck.tensors)  // a downsample on a block of the tower that has none
+    if (name.ends_with("." + ds) && !params.count(name) &&
+        params.count(name.substr(0, name.size() - ds.size()) + "conv1.weight"))
+      throw Error(src + ": unexpected tensor '" + name + "' (this block keeps its shape)");
   W.tower->prepare([&ck](const std::string& name, const std::vector<int64_t>& shape) { return data(ck, name, shape); });
 }
 
