@@ -48,6 +48,7 @@ Model::Model(Model&&) noexcept = default;
 Model& Model::operator=(Model&&) noexcept = default;
 Model::~Model() = default;
 
+namespace {
 // The tokenizer: the one named, else the model directory's own, else (for a model with OpenAI's
 // vocabulary size, as every OpenAI / open_clip checkpoint has) the OpenAI vocabulary installed
 // with the program. Without one, text calls fail with `why_not`.
@@ -73,6 +74,7 @@ std::shared_ptr<Tokenizer> model_tokenizer(const std::string& vocab, const std::
               " tokens) is not OpenAI's: give it with --vocab / ModelOptions::vocab_path";
   return nullptr;
 }
+}  // namespace
 
 LoadedModel load_model(const std::string& path, const std::string& vocab_path, const std::string& config_path,
                        Precision precision) {

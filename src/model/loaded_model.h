@@ -25,8 +25,4 @@ struct LoadedModel {
 LoadedModel load_model(const std::string& path, const std::string& vocab_path, const std::string& config_path,
                        Precision precision);
 
-// The tokenizer part of load_model (why_not receives the reason when it returns null).
-std::shared_ptr<Tokenizer> model_tokenizer(const std::string& vocab, const std::string& model_dir,
-                                           int model_vocab_size, std::string& why_not);
-
 }  // namespace clip
