@@ -33,29 +33,21 @@ def export(args):
     pixels = torch.from_numpy(np.load(os.path.join(args.model, "golden", "pixels.npy")))
     ids = torch.from_numpy(np.load(os.path.join(args.model, "golden", "text_ids.npy"))).long()
 
-    class Image(torch.nn.Module):
-        def __init__(self, m):
+    class Encoder(torch.nn.Module):  # one tower of the model as its own graph
+        def __init__(self, m, method):
             super().__init__()
-            self.m = m
+            self.m, self.method = m, method
 
         def forward(self, x):
-            return self.m.encode_image(x)
-
-    class Text(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, x):
-            return self.m.encode_text(x)
+            return getattr(self.m, self.method)(x)
 
     out = os.path.join(args.model, "onnx")
     os.makedirs(out, exist_ok=True)
     with torch.no_grad():
-        torch.onnx.export(Image(model), pixels[:1], os.path.join(out, "image.onnx"), opset_version=14,
+        torch.onnx.export(Encoder(model, "encode_image"), pixels[:1], os.path.join(out, "image.onnx"), opset_version=14,
                           input_names=["pixels"], output_names=["features"],
                           dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}})
-        torch.onnx.export(Text(model), ids[:1], os.path.join(out, "text.onnx"), opset_version=14,
+        torch.onnx.export(Encoder(model, "encode_text"), ids[:1], os.path.join(out, "text.onnx"), opset_version=14,
                           input_names=["ids"], output_names=["features"],
                           dynamic_axes={"ids": {0: "batch"}, "features": {0: "batch"}})
     print("wrote", out)
