@@ -553,13 +553,18 @@ void ClipNetwork<T>::attention_fwd(TowerActs& a, const TowerShape& s, LayerActs&
 }
 
 namespace {
-// y = x W^T + b: through the prepared weight when there is one (inference), else the raw one.
+// y = x W^T + b (y with row stride ldy, default N): through the prepared weight when there is
+// one (inference), else the raw one.
 template <typename T>
 void linear_maybe_prepared(T* y, const T* x, const T* W, const PackedWeight* prepared,
-                           const T* b, int64_t M, int64_t N, int64_t K) {
+                           const T* b, int64_t M, int64_t N, int64_t K, int64_t ldy = 0) {
+  if (ldy == 0) ldy = N;
   if constexpr (std::is_same_v<T, float>)
-    if (prepared) return clip::linear_forward(y, x, *prepared, b, M);
-  linear_forward(y, x, W, b, M, N, K);
+    if (prepared) return clip::linear_forward(y, x, *prepared, b, M, K, ldy);
+  if (ldy == N) return linear_forward(y, x, W, b, M, N, K);
+#pragma omp parallel for if (M * N >= (int64_t(1) << 17))
+  for (int64_t r = 0; r < M; ++r) std::copy_n(b, N, y + r * ldy);
+  gemm<T>(false, true, M, N, K, T(1), x, K, W, K, T(1), y, ldy);
 }
 // y = residual + x W^T + b (y may alias residual), likewise.
 template <typename T>
@@ -643,20 +648,8 @@ void ClipNetwork<T>::last_block_forward(TowerActs& a, const TowerShape& s, const
   const int64_t* off = a.seq_off.empty() ? nullptr : a.seq_off.data();
   layernorm_forward(A.ln1, A.ln1_mean, A.ln1_rstd, in, w.ln1_w, w.ln1_b, BL, D, eps);
   // k | v columns of qkv for every row: qkv[:, D:3D] = ln1 @ in_w[D:3D]^T + in_b[D:3D]
-  bool done = false;
-  if constexpr (std::is_same_v<T, float>)
-    if (prep) {
-      clip::linear_forward(A.qkv + D, A.ln1, prep->kv, w.in_b + D, BL, D, 3 * D);
-      done = true;
-    }
-  if (!done) {
-    const T* b = w.in_b + D;
-    T* y = A.qkv;
-#pragma omp parallel for if (BL * 2 * D >= (int64_t(1) << 17))
-    for (int64_t r = 0; r < BL; ++r) std::copy_n(b, 2 * D, y + r * 3 * D + D);
-    gemm<T>(false, true, BL, 2 * D, D, T(1), A.ln1, D, w.in_w + D * D, D, T(1), A.qkv + D,
-            3 * D);
-  }
+  linear_maybe_prepared(A.qkv + D, A.ln1, w.in_w + D * D, prep ? &prep->kv : nullptr, w.in_b + D,
+                        BL, 2 * D, D, 3 * D);
   // q for the pooled rows
   gather_pooled(a.pool_ln1, A.ln1, a.pool_row, D);
   linear_maybe_prepared(a.pool_q, a.pool_ln1, w.in_w, prep ? &prep->q : nullptr, w.in_b, B, D, D);
@@ -718,14 +711,13 @@ void ClipNetwork<T>::block_forward(TowerActs& a, const TowerShape& s, const Bloc
   const double eps = config_.layer_norm_eps;
   LayerActs& A = a.layers[l];
   layernorm_forward(A.ln1, A.ln1_mean, A.ln1_rstd, in, w.ln1_w, w.ln1_b, BL, D, eps);
-  bool done = false;
-  if constexpr (std::is_same_v<T, float>)
-    if (prep) {  // q and k | v prepared apart (see PreparedBlock)
-      clip::linear_forward(A.qkv, A.ln1, prep->q, w.in_b, BL, D, 3 * D);
-      clip::linear_forward(A.qkv + D, A.ln1, prep->kv, w.in_b + D, BL, D, 3 * D);
-      done = true;
-    }
-  if (!done) linear_forward(A.qkv, A.ln1, w.in_w, w.in_b, BL, 3 * D, D);
+  if (prep) {  // q and k | v prepared apart (see PreparedBlock)
+    linear_maybe_prepared(A.qkv, A.ln1, w.in_w, &prep->q, w.in_b, BL, D, D, 3 * D);
+    linear_maybe_prepared(A.qkv + D, A.ln1, w.in_w + D * D, &prep->kv, w.in_b + D, BL, 2 * D, D,
+                          3 * D);
+  } else {
+    linear_forward(A.qkv, A.ln1, w.in_w, w.in_b, BL, 3 * D, D);
+  }
   attention_fwd(a, s, A, B);
   residual_linear_maybe_prepared(A.res1, in, A.attn, w.out_w, prep ? &prep->out : nullptr,
                                  w.out_b, BL, D, D);
