@@ -13,7 +13,7 @@ PKGS=(
   chromium pybind11-dev python3-dev python3-pytest python3-venv
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev
-  python3 python3-pip python3-numpy python3-torch python3-pil python3-regex python3-skimage
+  python3 python3-pip python3-numpy python3-torch python3-torchvision python3-pil python3-regex python3-skimage
   python3-sklearn dataset-fashion-mnist
 )
 missing=()

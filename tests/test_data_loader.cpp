@@ -643,6 +643,33 @@ TEST(DataLoader, AugmentationIsSeeded) {
   EXPECT_NE(c0.pixels, a0.pixels);
 }
 
+TEST(DataLoader, PhotometricAugmentationIsSeededAndWorkerIndependent) {
+  const std::string dir = scratch();
+  const std::string csv = make_csv(dir, 8);
+  auto o = small(4, 1);
+  o.horizontal_flip = true;
+  const Batch plain = PairLoader(csv, {}, tokenizer(), o).next();
+  o.photometric.brightness = o.photometric.contrast = o.photometric.saturation = 0.4;
+  o.photometric.grayscale_p = 0.3;
+  o.photometric.blur_p = 0.5;
+  o.photometric.blur_kernel = 3;
+  o.photometric.noise_p = 0.5;
+  PairLoader a(csv, {}, tokenizer(), o);
+  o.workers = 3;
+  PairLoader b(csv, {}, tokenizer(), o);
+  for (int i = 0; i < 3; ++i) expect_same(a.next(), b.next());
+  // The same crops and flips underneath (the photometric draws come after them), other pixels.
+  const Batch first = PairLoader(csv, {}, tokenizer(), o).next();
+  EXPECT_EQ(first.captions, plain.captions);
+  EXPECT_NE(first.pixels, plain.pixels);
+  // Out-of-range options name the flag.
+  o.photometric.blur_kernel = 4;
+  EXPECT_NE(error_of([&] { PairLoader(csv, {}, tokenizer(), o); }).find("blur-kernel"), std::string::npos);
+  o.photometric.blur_kernel = 3;
+  o.photometric.noise_p = 1.5;
+  EXPECT_NE(error_of([&] { PairLoader(csv, {}, tokenizer(), o); }).find("noise-p"), std::string::npos);
+}
+
 TEST(DataLoader, RealCifar10TestFolder) {
   const std::string root = std::string(CLIP_SHARED_DATA) + "/cifar10_jpeg/test";
   if (!fs::is_directory(root)) GTEST_FAIL() << "shared data not present";

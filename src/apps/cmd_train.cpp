@@ -8,6 +8,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <csignal>
@@ -97,6 +98,15 @@ const std::vector<Setting>& settings() {
       {"lock-text", Kind::Flag, false, "Freeze the text tower", true},
       {"augment-scale", Kind::Str, "0.9,1.0", "RandomResizedCrop area scale range MIN,MAX", true},
       {"hflip", Kind::Flag, false, "Random horizontal flips", true},
+      {"color-jitter", Kind::Str, "0", "ColorJitter strengths B,C,S (brightness, contrast, saturation) or one for all "
+                                       "three: factors uniform in [1-s, 1+s] (0: off)", true},
+      {"color-jitter-p", Kind::Num, 0.8, "Probability of the colour jitter", true},
+      {"grayscale-p", Kind::Num, 0.0, "Probability of a grayscale image (RandomGrayscale)", true},
+      {"blur-p", Kind::Num, 0.0, "Probability of a Gaussian blur", true},
+      {"blur-sigma", Kind::Str, "0.1,1.0", "Blur sigma range MIN,MAX in pixels", true},
+      {"blur-kernel", Kind::Int, 5, "Blur kernel size (odd)", true},
+      {"noise-p", Kind::Num, 0.0, "Probability of additive Gaussian noise", true},
+      {"noise-sigma", Kind::Num, 0.1, "Largest noise sigma (of 0..1 intensities; each image draws one in [0, MAX])", true},
       {"no-augment", Kind::Flag, false, "No augmentation: the evaluation transform for training images", true},
       // output
       {"output", Kind::Str, "", "Run folder: config.json, metrics.jsonl, curves.svg, checkpoints/, model/", false},
@@ -237,6 +247,40 @@ std::pair<double, double> parse_range(const std::string& s) {
   } catch (const std::exception&) {
   }
   throw Error("--augment-scale: expected MIN,MAX with 0 < MIN <= MAX <= 1, got '" + s + "'");
+}
+
+// "B,C,S" or one strength for all three ColorJitter factors.
+std::array<double, 3> parse_jitter(const std::string& s) {
+  std::array<double, 3> v{};
+  size_t n = 0, start = 0;
+  try {
+    while (n < 3) {
+      const size_t comma = s.find(',', start);
+      size_t used = 0;
+      const std::string part = s.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+      v[n++] = std::stod(part, &used);
+      if (used != part.size()) n = 4;
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+  } catch (const std::exception&) {
+    n = 4;
+  }
+  if (n == 1) v[1] = v[2] = v[0];
+  if ((n == 1 || n == 3) && v[0] >= 0 && v[1] >= 0 && v[2] >= 0) return v;
+  throw Error("--color-jitter: expected S or B,C,S (strengths >= 0), got '" + s + "'");
+}
+
+std::array<double, 2> parse_sigma_range(const std::string& s) {
+  const auto comma = s.find(',');
+  try {
+    if (comma != std::string::npos) {
+      const double a = std::stod(s.substr(0, comma)), b = std::stod(s.substr(comma + 1));
+      if (a > 0 && a <= b) return {a, b};
+    }
+  } catch (const std::exception&) {
+  }
+  throw Error("--blur-sigma: expected MIN,MAX with 0 < MIN <= MAX, got '" + s + "'");
 }
 
 char parse_separator(const std::string& s) {
@@ -563,6 +607,21 @@ void run_train(Cli& cli) {
   lo.augment = !cfg["no-augment"].get<bool>();
   std::tie(lo.crop_scale_min, lo.crop_scale_max) = parse_range(cfg["augment-scale"].get<std::string>());
   lo.horizontal_flip = cfg["hflip"].get<bool>();
+  {
+    data::PhotometricOptions& ph = lo.photometric;
+    const auto jitter = parse_jitter(cfg["color-jitter"].get<std::string>());
+    ph.brightness = jitter[0];
+    ph.contrast = jitter[1];
+    ph.saturation = jitter[2];
+    ph.jitter_p = cfg["color-jitter-p"].get<double>();
+    ph.grayscale_p = cfg["grayscale-p"].get<double>();
+    ph.blur_p = cfg["blur-p"].get<double>();
+    ph.blur_sigma = parse_sigma_range(cfg["blur-sigma"].get<std::string>());
+    ph.blur_kernel = int(cfg["blur-kernel"].get<int64_t>());
+    ph.noise_p = cfg["noise-p"].get<double>();
+    ph.noise_sigma_max = cfg["noise-sigma"].get<double>();
+    ph.validate(lo.preprocess.image_size);  // names the flag before any data is read
+  }
   lo.batch_size = batch;
   lo.context_length = mc.text.context_length;
   lo.seed = uint64_t(cfg["seed"].get<int64_t>());

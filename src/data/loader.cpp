@@ -885,6 +885,11 @@ Result PairLoader::Impl::process(Ticket& t) const {
             std::reverse(row, row + S);
           }
       }
+      if (opt.photometric.any()) {
+        Rng photometric_rng(rng.next_u64());
+        clip::data::apply_photometric(r.pixels.data(), S, opt.preprocess.mean.data(), opt.preprocess.std.data(),
+                                      opt.photometric, photometric_rng);
+      }
     } else {
       clip::preprocess_image(img, opt.preprocess, r.pixels.data());
     }
@@ -997,6 +1002,7 @@ PairLoader::PairLoader(const std::string& spec, const PairSourceOptions& source,
   if (o.preprocess.image_size < 1) throw Error("loader: image_size must be >= 1");
   if (o.augment && !(o.crop_scale_min > 0 && o.crop_scale_min <= o.crop_scale_max && o.crop_scale_max <= 1))
     throw Error("loader: crop scale must satisfy 0 < min <= max <= 1");
+  if (o.augment) o.photometric.validate(o.preprocess.image_size);
   impl_->open_sources();
   impl_->stats.epoch_size = impl_->epoch_size;
 }

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "data/augment.h"
 #include "data/datasets.h"
 #include "vision/preprocess.h"
 
@@ -53,6 +54,7 @@ struct LoaderOptions {
   bool augment = true;                // random resized crop (else the evaluation transform)
   double crop_scale_min = 0.9, crop_scale_max = 1.0;  // open_clip's RandomResizedCrop scale
   bool horizontal_flip = false;
+  PhotometricOptions photometric;     // colour jitter, grayscale, blur, noise after crop and flip
   int64_t batch_size = 64;
   int context_length = 77;            // longer captions are truncated (end token kept), as open_clip
   uint64_t seed = 0;
