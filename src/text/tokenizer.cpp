@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "core/io.h"
 #include "text/utf8.h"
+#include "text/vocabulary.h"
 
 namespace clip {
 namespace text {
@@ -502,21 +503,9 @@ Tokenizer Tokenizer::from_hf(const std::string& vocab_json, const std::string& m
 }
 
 Tokenizer Tokenizer::from_directory(const std::string& dir) {
-  namespace fs = std::filesystem;
-  const fs::path d(dir);
-  if (fs::exists(d / "vocab.json") && fs::exists(d / "merges.txt"))
-    return from_hf((d / "vocab.json").string(), (d / "merges.txt").string());
-  if (fs::exists(d / "bpe_simple_vocab_16e6.txt.gz")) return from_openai_bpe((d / "bpe_simple_vocab_16e6.txt.gz").string());
   std::error_code ec;
-  std::vector<fs::path> found;
-  for (const auto& e : fs::directory_iterator(d, ec)) {
-    const std::string name = e.path().filename().string();
-    if (name.size() > 7 && name.compare(name.size() - 7, 7, ".txt.gz") == 0) found.push_back(e.path());
-  }
-  if (ec) throw Error(dir + ": cannot read directory: " + ec.message());
-  std::sort(found.begin(), found.end());
-  if (!found.empty()) return from_openai_bpe(found.front().string());
-  throw Error(dir + ": no tokenizer vocabulary (expected vocab.json + merges.txt, or a *.txt.gz BPE file)");
+  if (!std::filesystem::is_directory(dir, ec)) throw Error(dir + ": not a directory");
+  return load_tokenizer(dir);  // text/vocabulary: the one rule for which files make a tokenizer
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text) const {

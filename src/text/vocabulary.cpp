@@ -3,7 +3,9 @@
 #include <dlfcn.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <string>
 #include <filesystem>
 
 #include "core/error.h"
@@ -15,12 +17,42 @@
 namespace clip {
 namespace fs = std::filesystem;
 
-Tokenizer load_tokenizer(const std::string& path) {
+namespace {
+bool ends_with(const std::string& s, const char* suffix) {
+  const size_t n = std::char_traits<char>::length(suffix);
+  return s.size() >= n && s.compare(s.size() - n, n, suffix) == 0;
+}
+}  // namespace
+
+std::vector<TokenizerFile> tokenizer_files(const std::string& path) {
   std::error_code ec;
-  if (fs::is_directory(path, ec)) return Tokenizer::from_directory(path);
-  if (path.size() > 5 && path.compare(path.size() - 5, 5, ".json") == 0)
-    return Tokenizer::from_hf(path, (fs::path(path).parent_path() / "merges.txt").string());
-  return Tokenizer::from_openai_bpe(path);
+  const fs::path p(path);
+  if (fs::is_directory(p, ec)) {
+    if (fs::is_regular_file(p / "vocab.json", ec) && fs::is_regular_file(p / "merges.txt", ec))
+      return {{(p / "vocab.json").string(), "vocab.json"}, {(p / "merges.txt").string(), "merges.txt"}};
+    if (fs::is_regular_file(p / kOpenAIVocabFile, ec)) return {{(p / kOpenAIVocabFile).string(), kOpenAIVocabFile}};
+    std::vector<std::string> gz;
+    for (const auto& e : fs::directory_iterator(p, ec))
+      if (ends_with(e.path().filename().string(), ".txt.gz")) gz.push_back(e.path().string());
+    if (ec) throw Error(path + ": cannot read directory: " + ec.message());
+    std::sort(gz.begin(), gz.end());
+    if (!gz.empty()) return {{gz.front(), fs::path(gz.front()).filename().string()}};
+    throw Error(path + ": no tokenizer vocabulary (expected vocab.json + merges.txt, or a *.txt.gz BPE file)");
+  }
+  if (!fs::is_regular_file(p, ec)) throw Error(path + ": no such vocabulary file");
+  const std::string name = p.filename().string();
+  if (ends_with(name, ".json")) {
+    const fs::path merges = p.parent_path() / "merges.txt";
+    if (!fs::is_regular_file(merges, ec)) throw Error(path + ": no merges.txt beside it");
+    return {{p.string(), "vocab.json"}, {merges.string(), "merges.txt"}};
+  }
+  return {{p.string(), ends_with(name, ".txt.gz") ? name : "bpe_vocab.txt.gz"}};
+}
+
+Tokenizer load_tokenizer(const std::string& path) {
+  const std::vector<TokenizerFile> files = tokenizer_files(path);
+  if (files.size() == 2) return Tokenizer::from_hf(files[0].path, files[1].path);
+  return Tokenizer::from_openai_bpe(files[0].path);
 }
 
 namespace {

@@ -11,8 +11,21 @@ namespace clip {
 // The file name of OpenAI's vocabulary (the one every OpenAI / open_clip model uses).
 inline constexpr const char* kOpenAIVocabFile = "bpe_simple_vocab_16e6.txt.gz";
 
-// `path`: a folder (tokenizer files of a model directory or a vocabulary folder), a vocab.json
-// (merges.txt beside it), or an OpenAI .txt.gz.
+// One file a tokenizer reads: where it is, and the name it has in a model directory (where
+// Tokenizer::from_directory finds it again).
+struct TokenizerFile {
+  std::string path;
+  std::string name;
+};
+
+// The files that make the tokenizer at `path`, the one rule for loading it, copying it beside a
+// trained model and naming it. `path`: a folder (vocab.json + merges.txt, else OpenAI's
+// bpe_simple_vocab_16e6.txt.gz, else the first *.txt.gz by name), a vocab.json (merges.txt
+// beside it), or a BPE merges file (.txt.gz; named bpe_vocab.txt.gz when it has no such name).
+// clip::Error naming `path` when there is none.
+std::vector<TokenizerFile> tokenizer_files(const std::string& path);
+
+// The tokenizer of tokenizer_files(path).
 Tokenizer load_tokenizer(const std::string& path);
 
 // Candidate locations of the default vocabulary, in order: $CLIP_VOCAB; share/clip/ beside the

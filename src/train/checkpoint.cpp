@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "core/test_points.h"
 #include "core/io.h"
+#include "text/vocabulary.h"
 #include "core/safetensors.h"
 #include "model/checkpoint_writer.h"
 #include "model/weights.h"
@@ -162,42 +163,9 @@ void fsync_path(const std::string& path) {
   ::close(fd);
 }
 
-namespace {
-std::vector<std::pair<std::string, std::string>> vocabulary_sources(const std::string& vocab_path) {
-  std::error_code ec;
-  const fs::path p(vocab_path);
-  auto ends_with = [](const std::string& s, const char* suffix) {
-    const size_t n = std::strlen(suffix);
-    return s.size() >= n && s.compare(s.size() - n, n, suffix) == 0;
-  };
-  if (fs::is_directory(p, ec)) {
-    // The files Tokenizer::from_directory reads, in its order of preference.
-    if (fs::is_regular_file(p / "vocab.json", ec) && fs::is_regular_file(p / "merges.txt", ec))
-      return {{(p / "vocab.json").string(), "vocab.json"}, {(p / "merges.txt").string(), "merges.txt"}};
-    if (fs::is_regular_file(p / "bpe_simple_vocab_16e6.txt.gz", ec))
-      return {{(p / "bpe_simple_vocab_16e6.txt.gz").string(), "bpe_simple_vocab_16e6.txt.gz"}};
-    std::vector<std::string> gz;
-    for (const auto& e : fs::directory_iterator(p, ec))
-      if (ends_with(e.path().filename().string(), ".txt.gz")) gz.push_back(e.path().string());
-    std::sort(gz.begin(), gz.end());
-    if (!gz.empty()) return {{gz.front(), fs::path(gz.front()).filename().string()}};
-    throw Error(vocab_path + ": no tokenizer vocabulary (expected vocab.json + merges.txt, or a *.txt.gz BPE file)");
-  }
-  if (!fs::is_regular_file(p, ec)) throw Error(vocab_path + ": no such vocabulary file");
-  const std::string name = p.filename().string();
-  if (ends_with(name, ".json")) {
-    const fs::path merges = p.parent_path() / "merges.txt";
-    if (!fs::is_regular_file(merges, ec)) throw Error(vocab_path + ": no merges.txt beside it");
-    return {{p.string(), "vocab.json"}, {merges.string(), "merges.txt"}};
-  }
-  // A BPE file: keep a .txt.gz name, which Tokenizer::from_directory looks for.
-  return {{p.string(), ends_with(name, ".txt.gz") ? name : "bpe_vocab.txt.gz"}};
-}
-}  // namespace
-
 std::vector<std::pair<std::string, std::vector<uint8_t>>> vocabulary_files(const std::string& vocab_path) {
   std::vector<std::pair<std::string, std::vector<uint8_t>>> out;
-  for (const auto& [source, name] : vocabulary_sources(vocab_path)) out.emplace_back(name, read_file(source));
+  for (const TokenizerFile& f : tokenizer_files(vocab_path)) out.emplace_back(f.name, read_file(f.path));
   return out;
 }
 
