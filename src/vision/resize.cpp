@@ -18,11 +18,7 @@
 #include <tuple>
 #include <vector>
 
-#if defined(__SSE4_1__)
-#include <smmintrin.h>
-#include <tmmintrin.h>
-#endif
-
+#include "backend/resample.h"
 #include "core/error.h"
 
 namespace clip {
@@ -109,86 +105,24 @@ void horizontal_pass_scalar_row(const uint8_t* in, const Coefficients& c, int co
   }
 }
 
-#if defined(__SSE4_1__)
-// Three or four bands, two taps per step with pmaddwd. Each 22-bit weight k is split as
-// k = hi * 2^11 + lo (lo in 0..2047), so pixel * hi and pixel * lo are exact 16x16-bit products;
-// (sum(pixel * hi) << 11) + sum(pixel * lo) is then exactly Pillow's sum(pixel * k).
-struct PairedWeights {
-  int pairs = 0;                 // per output pixel
-  std::vector<int32_t> hi, lo;   // two int16 weights of taps (2j, 2j+1) packed in one int32
-};
-
-PairedWeights pair_weights(const Coefficients& c, int col0, int ncols) {
-  PairedWeights w;
-  w.pairs = (c.ksize + 1) / 2;
-  w.hi.assign(size_t(ncols) * w.pairs, 0);
-  w.lo.assign(size_t(ncols) * w.pairs, 0);
-  for (int i = 0; i < ncols; ++i) {
-    const int xx = col0 + i;
-    const int xmax = c.bounds[size_t(xx) * 2 + 1];
-    const int32_t* k = &c.fixed[size_t(xx) * c.ksize];
-    for (int j = 0; j < w.pairs; ++j) {
-      const int32_t k0 = 2 * j < xmax ? k[2 * j] : 0, k1 = 2 * j + 1 < xmax ? k[2 * j + 1] : 0;
-      const uint32_t h0 = uint16_t(int16_t(k0 >> 11)), h1 = uint16_t(int16_t(k1 >> 11));
-      const uint32_t l0 = uint32_t(k0 & 2047), l1 = uint32_t(k1 & 2047);
-      w.hi[size_t(i) * w.pairs + j] = int32_t(h0 | (h1 << 16));
-      w.lo[size_t(i) * w.pairs + j] = int32_t(l0 | (l1 << 16));
-    }
-  }
-  return w;
-}
-
-template <int C>
-void horizontal_pass_sse_row(const uint8_t* in, const Coefficients& c, const PairedWeights& pw, int col0,
-                             int ncols, uint8_t* out) {
-  const __m128i init = _mm_set1_epi32(1 << (kPrecisionBits - 1));
-  const __m128i shuf = C == 4 ? _mm_setr_epi8(0, -1, 4, -1, 1, -1, 5, -1, 2, -1, 6, -1, 3, -1, 7, -1)
-                              : _mm_setr_epi8(0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1);
-  for (int i = 0; i < ncols; ++i) {
-    const int xx = col0 + i;
-    const int xmin = c.bounds[size_t(xx) * 2], xmax = c.bounds[size_t(xx) * 2 + 1];
-    const int32_t* hi = &pw.hi[size_t(i) * pw.pairs];
-    const int32_t* lo = &pw.lo[size_t(i) * pw.pairs];
-    const uint8_t* p = in + size_t(xmin) * C;
-    __m128i sh = _mm_setzero_si128(), sl = _mm_setzero_si128();
-    int j = 0;
-    // 8-byte loads: past the last tap they read up to 8 - C bytes of the next pixels or row
-    // (the caller never uses this on the image's last row), which the zero weights cancel.
-    for (int x = 0; x < xmax; x += 2, ++j) {
-      const __m128i px = _mm_shuffle_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + x * C)), shuf);
-      sh = _mm_add_epi32(sh, _mm_madd_epi16(px, _mm_set1_epi32(hi[j])));
-      sl = _mm_add_epi32(sl, _mm_madd_epi16(px, _mm_set1_epi32(lo[j])));
-    }
-    __m128i s0 = _mm_add_epi32(_mm_add_epi32(_mm_slli_epi32(sh, 11), sl), init);
-    s0 = _mm_srai_epi32(s0, kPrecisionBits);
-    s0 = _mm_packs_epi32(s0, s0);   // clamps to int16 (values stay far inside)
-    s0 = _mm_packus_epi16(s0, s0);  // clamps to 0..255: the same as clip8
-    const int32_t v = _mm_cvtsi128_si32(s0);
-    std::memcpy(out + i * C, &v, C);
-  }
-}
-#endif
-
 template <int C>
 void horizontal_pass(const uint8_t* src, int width, int row0, int row1, const Coefficients& c,
                      int col0, int ncols, uint8_t* dst, int height) {
-#if defined(__SSE4_1__)
-  PairedWeights pw;
-  if constexpr (C >= 3) pw = pair_weights(c, col0, ncols);
-#endif
+  constexpr bool paired = C >= 3 && backend::kHasPairedResample;
+  backend::PairedTapWeights pw;
+  if constexpr (paired) pw = backend::pair_tap_weights(c.fixed.data(), c.bounds.data(), c.ksize, col0, ncols);
   for (int y = row0; y < row1; ++y) {
     const uint8_t* in = src + size_t(y) * width * C;
     uint8_t* out = dst + size_t(y - row0) * ncols * C;
-#if defined(__SSE4_1__)
-    if constexpr (C >= 3) {
-      // 8-byte loads may read up to 8 - C bytes past a row's last pixel: use them only where
-      // the rows below hold that many bytes (not on the last rows of very narrow images).
+    if constexpr (paired) {
+      // The kernel's 8-byte loads may read up to 8 - C bytes past a row's last pixel: use it
+      // only where the rows below hold that many bytes (not on the last rows of very narrow
+      // images).
       if (size_t(height - 1 - y) * size_t(width) * C >= size_t(8 - C)) {
-        horizontal_pass_sse_row<C>(in, c, pw, col0, ncols, out);
+        backend::resample_row_paired<C>(in, c.bounds.data(), pw, col0, ncols, kPrecisionBits, out);
         continue;
       }
     }
-#endif
     horizontal_pass_scalar_row<C>(in, c, col0, ncols, out);
   }
 }
