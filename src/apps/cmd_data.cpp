@@ -82,7 +82,7 @@ void run_corrupt(const CorruptOptions& o) {
             std::error_code ec;
             fs::create_directories(out.parent_path(), ec);
             if (ec) throw Error(out.parent_path().string() + ": cannot create folder: " + ec.message());
-            write_file_atomic(out.string(), bytes.data(), bytes.size());
+            write_file_atomic(out.string(), bytes.data(), bytes.size(), Durability::Deferred);
           }
       } catch (...) {
 #pragma omp critical
@@ -92,6 +92,7 @@ void run_corrupt(const CorruptOptions& o) {
     if (error) std::rethrow_exception(error);
     progress.add(nb * int64_t(kinds.size() * o.severities.size()));
   }
+  sync_filesystem(o.output);  // every image on disk before "wrote" is printed
   progress.finish();
   std::printf("wrote %zu images x %zu corruptions x %zu severities under %s/<corruption>/<severity>/\n", d.size(),
               kinds.size(), o.severities.size(), o.output.c_str());

@@ -54,7 +54,7 @@ std::string read_text_file(const std::string& path) {
   return std::string(b.begin(), b.end());
 }
 
-void write_file_atomic(const std::string& path, const void* data, size_t size) {
+void write_file_atomic(const std::string& path, const void* data, size_t size, Durability durability) {
   namespace fs = std::filesystem;
   fs::path target(path);
   fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
@@ -80,7 +80,7 @@ void write_file_atomic(const std::string& path, const void* data, size_t size) {
     p += n;
     left -= size_t(n);
   }
-  if (::fsync(fd) != 0) {
+  if (durability == Durability::Synced && ::fsync(fd) != 0) {
     std::string msg = path + ": fsync failed: " + errno_text();
     ::close(fd);
     ::unlink(tmp.c_str());
@@ -96,11 +96,21 @@ void write_file_atomic(const std::string& path, const void* data, size_t size) {
     ::unlink(tmp.c_str());
     throw Error(msg);
   }
+  if (durability == Durability::Deferred) return;
   int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
     ::fsync(dfd);
     ::close(dfd);
   }
+}
+
+void sync_filesystem(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw Error(path + ": cannot open to sync: " + errno_text());
+  const int rc = ::syncfs(fd);
+  const std::string msg = rc != 0 ? path + ": syncfs failed: " + errno_text() : std::string();
+  ::close(fd);
+  if (rc != 0) throw Error(msg);
 }
 
 std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {

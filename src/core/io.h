@@ -18,9 +18,18 @@ bool ends_with_ci(std::string_view name, std::string_view lower_suffix);
 std::vector<uint8_t> read_file(const std::string& path);
 std::string read_text_file(const std::string& path);
 
+// When a written file reaches the disk: Synced (before write_file_atomic returns: the file and
+// its folder are fsync'd) or Deferred (the rename is still atomic, so a killed process leaves
+// the old file or the new one, but the caller makes many files durable at once with
+// sync_filesystem at the end: a dataset of 180,000 small images is not 360,000 fsyncs).
+enum class Durability { Synced, Deferred };
+
 // Writes bytes to `path` atomically: readers see the old file or the complete new one.
 // Throws clip::Error (naming the file and errno text) on any failure, leaving the old file.
-void write_file_atomic(const std::string& path, const void* data, size_t size);
+void write_file_atomic(const std::string& path, const void* data, size_t size,
+                       Durability durability = Durability::Synced);
+// Flushes the file system that holds `path` (syncfs); throws clip::Error naming it on failure.
+void sync_filesystem(const std::string& path);
 inline void write_file_atomic(const std::string& path, std::string_view s) {
   write_file_atomic(path, s.data(), s.size());
 }
