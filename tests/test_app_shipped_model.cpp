@@ -1,7 +1,9 @@
-// The model that ships in models/cifar10-vit-tiny (trained by recipes/cifar10/train.sh): it is
-// a complete model directory (weights, config, its own vocabulary, preprocessing), and its
-// zero-shot accuracy on the CIFAR-10 test set with CLIP's 18 templates stays at the level
-// docs/RESULTS.md reports (issue 5's floor: 60 %).
+// The models that ship in models/ (trained by recipes/cifar10/train.sh): each is a complete
+// model directory (weights, config, its own vocabulary, preprocessing), and its zero-shot
+// accuracy on the CIFAR-10 test set with CLIP's 18 templates stays at the level docs/RESULTS.md
+// reports: the default cifar10-rn-small at issue 20's floor of 80 % and at least 60 % mean
+// accuracy under the corruption suite at severity 3; the first model, cifar10-vit-tiny (kept
+// as the ViT example), at issue 5's 60 %.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -18,7 +20,8 @@ using clip::test::run_clip;
 
 namespace {
 
-const std::string kModel = std::string(CLIP_SOURCE_DIR) + "/models/cifar10-vit-tiny";
+const std::string kModel = std::string(CLIP_SOURCE_DIR) + "/models/cifar10-rn-small";
+const std::string kVitModel = std::string(CLIP_SOURCE_DIR) + "/models/cifar10-vit-tiny";
 const std::string kShared = CLIP_SHARED_DATA;
 
 std::string scratch(const std::string& name) {
@@ -30,7 +33,22 @@ std::string scratch(const std::string& name) {
 
 }  // namespace
 
+double zero_shot_cifar10(const std::string& model, const std::string& dataset, const std::string& name) {
+  const std::string dir = scratch(name);
+  const auto r = run_clip("eval zeroshot --model " + model + " --dataset " + dataset + " --dataset-name cifar10 --templates " +
+                              CLIP_SOURCE_DIR + "/recipes/cifar10/cifar10_eval_templates.txt --no-cache -o " + dir + "/r.json",
+                          dir);
+  EXPECT_EQ(r.status, 0) << r.err;
+  if (r.status != 0) return 0;
+  std::ifstream in(dir + "/r.json");
+  const nlohmann::json j = nlohmann::json::parse(in);
+  EXPECT_EQ(j["details"]["templates"].get<int>(), 18);
+  return j["metrics"]["acc1"].get<double>();
+}
+
 TEST(ShippedModel, IsACompleteModelDirectory) {
+  for (const std::string& kModel : {kModel, kVitModel}) {
+  SCOPED_TRACE(kModel);
   ASSERT_TRUE(fs::exists(kModel + "/open_clip_model.safetensors"));
   ASSERT_TRUE(fs::exists(kModel + "/open_clip_config.json"));
   ASSERT_TRUE(fs::exists(kModel + "/bpe_vocab.txt.gz"));
@@ -45,21 +63,37 @@ TEST(ShippedModel, IsACompleteModelDirectory) {
   unsetenv("CLIP_VOCAB");
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_TRUE(fs::exists(dir + "/e.npy"));
+  }
 }
 
 // The whole CIFAR-10 test set (10,000 images): a few seconds in Release, so not under ASan.
-TEST(ShippedModel, ZeroShotCifar10AtLeast60PercentSlow) {
+TEST(ShippedModel, ZeroShotCifar10Slow) {
   const std::string test = kShared + "/cifar10_jpeg/test";
   if (!fs::exists(test)) GTEST_FAIL() << "no shared data";
-  const std::string dir = scratch("cifar");
-  const auto r = run_clip("eval zeroshot --model " + kModel + " --dataset " + test + " --dataset-name cifar10 --templates " +
-                              CLIP_SOURCE_DIR + "/recipes/cifar10/cifar10_eval_templates.txt --no-cache -o " + dir + "/r.json",
+  const double acc = zero_shot_cifar10(kModel, test, "cifar");
+  EXPECT_GE(acc, 0.80);
+  const double vit = zero_shot_cifar10(kVitModel, test, "cifar_vit");
+  EXPECT_GE(vit, 0.60);
+  std::printf("shipped models: zero-shot CIFAR-10 top-1 %.4f (cifar10-rn-small), %.4f (cifar10-vit-tiny)\n", acc, vit);
+}
+
+// Issue 20's robustness floor on a class-stratified 2,000-image subset of the test set, each
+// corruption at severity 3 made by `clip data corrupt` (the full table, all 10,000 images at
+// severities 1/3/5, is in docs/RESULTS.md): the mean of the six accuracies at least 60 %.
+TEST(ShippedModel, CorruptionSuiteSeverity3Slow) {
+  const std::string test = kShared + "/cifar10_jpeg/test";
+  if (!fs::exists(test)) GTEST_FAIL() << "no shared data";
+  const std::string dir = scratch("corrupt");
+  const auto r = run_clip("data corrupt --input " + test + " --output " + dir + "/c --corruption all --severity 3 --limit 2000 --seed 0",
                           dir);
   ASSERT_EQ(r.status, 0) << r.err;
-  std::ifstream in(dir + "/r.json");
-  const nlohmann::json j = nlohmann::json::parse(in);
-  const double acc = j["metrics"]["acc1"].get<double>();
-  EXPECT_GE(acc, 0.60);
-  EXPECT_EQ(j["details"]["templates"].get<int>(), 18);
-  std::printf("shipped model: zero-shot CIFAR-10 top-1 %.4f\n", acc);
+  double sum = 0;
+  int n = 0;
+  for (const char* c : {"gaussian_noise", "gaussian_blur", "jpeg", "contrast", "grayscale", "pixelate"}) {
+    const double acc = zero_shot_cifar10(kModel, dir + "/c/" + c + "/3", std::string("c_") + c);
+    std::printf("%s/3: %.4f\n", c, acc);
+    sum += acc;
+    ++n;
+  }
+  EXPECT_GE(sum / n, 0.60);
 }

@@ -5,14 +5,14 @@
 # CIFAR-10 corruptions. Writes CLIP_benchmark-style JSON results and a merged report.
 #
 #   recipes/cifar10/evaluate.sh [MODEL_DIR] [OUT_DIR]
-#     MODEL_DIR  default: models/cifar10-vit-tiny
+#     MODEL_DIR  default: models/cifar10-rn-small
 #     OUT_DIR    default: build/recipes/cifar10/eval
 # Environment: CLIP (the binary; default build/clip), SHARED (default ../shared/data),
 #              WORK (scratch; default build/recipes/cifar10/work).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
-model="${1:-$repo/models/cifar10-vit-tiny}"
+model="${1:-$repo/models/cifar10-rn-small}"
 out="${2:-$repo/build/recipes/cifar10/eval}"
 clip="${CLIP:-$repo/build/clip}"
 shared="${SHARED:-$repo/../shared/data}"
@@ -40,7 +40,7 @@ echo "== few-shot probes CIFAR-10 (1/2/4/8/16 shots, 5 seeds)"
   --shots 1 2 4 8 16 --seeds 5
 
 echo "== retrieval Flickr8k (1,000 images x 5 captions)"
-"$clip" eval retrieval "${common[@]}" --dataset "$shared/flickr8k_subset1000/captions.txt" \
+"$clip" eval retrieval "${common[@]}" --truncate --dataset "$shared/flickr8k_subset1000/captions.txt" \
   --root "$shared/flickr8k_subset1000/images" --dataset-name flickr8k
 
 echo "== linear-probe transfer: MNIST, Fashion-MNIST"

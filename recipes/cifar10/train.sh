@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
-# The CIFAR-10 recipe (issue 5): a small ViT CLIP trained from scratch on CIFAR-10 train
-# (50,000 images) with captions made from the class names and 48 varied templates
-# (train_templates.txt), none of which is one of CLIP's 18 CIFAR-10 templates that the model is
-# evaluated with (cifar10_eval_templates.txt). Its tokenizer vocabulary is trained first by
+# The CIFAR-10 recipe: a small CLIP trained from scratch on CIFAR-10 train (50,000 images) with
+# captions made from the class names and 48 varied templates (train_templates.txt), none of
+# which is one of CLIP's 18 CIFAR-10 templates that the model is evaluated with
+# (cifar10_eval_templates.txt). Its tokenizer vocabulary is trained first by
 # `clip tokenizer train` on the training captions plus the Flickr8k captions (text only).
 #
 #   recipes/cifar10/train.sh [RUN_DIR]        default RUN_DIR: build/recipes/cifar10/run
 #
+# Recipes (RECIPE=FILE, a `clip train --config` JSON naming its model and every setting):
+#   rn-small.json  (default; issue 20) the shipped model models/cifar10-rn-small: ModifiedResNet
+#                  width 32, 30 epochs, crops, flips, colour jitter, grayscale, blur and noise;
+#                  ~37 min on 2 cores
+#   vit-tiny.json  (issue 5) models/cifar10-vit-tiny: ViT, 6 epochs, crops and flips; ~14 min
 # Then: recipes/cifar10/evaluate.sh RUN_DIR/model. To ship a model: copy RUN_DIR/model to
-# models/cifar10-vit-tiny/ with RUN_DIR's metrics.jsonl, curves.svg and config.json.
+# models/NAME/ with RUN_DIR's metrics.jsonl, curves.svg, config.json and the log under training/.
 # Environment: CLIP (binary; default build/clip), SHARED (default ../shared/data), WORK (scratch
 # for the extracted images; default build/recipes/cifar10/work), THREADS (default: all cores),
-# MODEL (the architecture: a name from `clip info --model-configs` or a JSON file; default
-# cifar10-vit-tiny, the ViT; cifar10-rn-tiny is a ModifiedResNet; src/model/model_configs/).
+# RECIPE (above), MODEL (overrides the recipe's architecture: a name from
+# `clip info --model-configs` or a JSON file; src/model/model_configs/), SEED (overrides the
+# recipe's seed).
 # The run is resumable: run the same command again after an interruption.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -45,9 +51,12 @@ fi
 
 echo "== clip train"
 start=$(date +%s)
-"$clip" train --config "$here/train.json" \
+overrides=()
+if [ -n "${MODEL:-}" ]; then overrides+=(--model-config "$MODEL"); fi
+if [ -n "${SEED:-}" ]; then overrides+=(--seed "$SEED"); fi
+"$clip" train --config "${RECIPE:-$here/rn-small.json}" "${overrides[@]}" \
   --train-data "$work/cifar10/train" --templates "$here/train_templates.txt" \
-  --model-config "${MODEL:-cifar10-vit-tiny}" --vocab "$run/vocab/bpe_vocab.txt.gz" \
+  --vocab "$run/vocab/bpe_vocab.txt.gz" \
   --zeroshot-data "$shared/cifar10_jpeg/test" --zeroshot-templates "$here/cifar10_eval_templates.txt" \
   --threads "${THREADS:-0}" --output "$run" --resume latest
 echo "clip train finished in $(( $(date +%s) - start )) s (this invocation)"

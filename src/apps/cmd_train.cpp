@@ -74,7 +74,7 @@ const std::vector<Setting>& settings() {
                                    "CLIP_benchmark JSON", true},
       // model
       {"model-config", Kind::Str, "", "Architecture of a new model: a name (ViT-B-32 ... RN50x64, cifar10-vit-tiny, "
-                                      "cifar10-rn-tiny; `clip info --model-configs`) or a JSON model config (open_clip or Hugging Face)", true},
+                                      "cifar10-rn-tiny, cifar10-rn-small; `clip info --model-configs`) or a JSON model config (open_clip or Hugging Face)", true},
       {"init", Kind::Str, "", "Start from these weights (fine-tuning): any checkpoint clip loads", true},
       {"vocab", Kind::Str, "", "Tokenizer vocabulary (.txt.gz, vocab.json or folder); copied into the model "
                                "directories. Default: --init's, $CLIP_VOCAB, OpenAI's (installed with clip)", true},
@@ -727,7 +727,7 @@ const CommandRegistrar train_command("train", 67, [](CLI::App& root) {
   cmd->footer(
       "Examples:\n"
       "  clip train --train-data pairs.csv --model-config ViT-B-32 --batch-size 256 --epochs 10 --output runs/b32\n"
-      "  clip train --config recipes/cifar10/train.json --output runs/cifar10 --resume latest\n"
+      "  clip train --config recipes/cifar10/rn-small.json --output runs/cifar10 --resume latest\n"
       "Ctrl-C (or SIGTERM) stops after the current step with a checkpoint; --resume latest continues it exactly.\n"
       "Piped, a line per --log-every steps; on a terminal, a progress line.");
   cmd->callback([cli] { run_train(*cli); });

@@ -68,8 +68,8 @@ std::string model_config_to_openclip_json(const ModelConfig& config);
 std::string model_config_to_hf_json(const ModelConfig& config);
 
 // Named architectures: the open_clip model configs in src/model/model_configs/NAME.json (the
-// nine OpenAI releases ViT-B-32 ... RN50x64 with QuickGELU, and the recipes' cifar10-vit-tiny
-// and cifar10-rn-tiny), compiled into the library and installed to share/clip/model_configs/.
+// nine OpenAI releases ViT-B-32 ... RN50x64 with QuickGELU, and the recipes' cifar10-vit-tiny,
+// cifar10-rn-tiny and cifar10-rn-small), compiled into the library and installed to share/clip/model_configs/.
 std::vector<std::string> model_config_names();
 // The named config; throws clip::Error listing the names for an unknown one.
 ModelConfig named_model_config(const std::string& name);
