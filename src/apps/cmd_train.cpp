@@ -1,4 +1,4 @@
-// `clip train`: contrastive training of a ViT CLIP from image-caption pairs (or a labelled set
+// `clip train`: contrastive training of a CLIP (ViT or ModifiedResNet image tower) from image-caption pairs (or a labelled set
 // captioned through templates), from scratch or from any checkpoint clip loads, with
 // checkpoints that resume bit for bit, validation (retrieval recall, zero-shot top-1),
 // metrics.jsonl and curves.svg. See docs/training.md, section "clip train".
@@ -708,7 +708,7 @@ void run_train(Cli& cli) {
 const CommandRegistrar train_command("train", 67, [](CLI::App& root) {
   auto cli = std::make_shared<Cli>();
   CLI::App* cmd = root.add_subcommand(
-      "train", "Train a ViT CLIP (contrastive loss) from image-caption pairs, with exact resume (docs/training.md)");
+      "train", "Train a CLIP, ViT or ModifiedResNet image tower (contrastive loss) from image-caption pairs, with exact resume (docs/training.md)");
   cmd->add_option("--config", cli->config_file, "JSON file of settings (keys: the long flag names); flags override it")
       ->check(CLI::ExistingFile);
   for (const auto& s : settings()) {
