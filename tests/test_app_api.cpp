@@ -10,6 +10,7 @@
 #include <cmath>
 #include <filesystem>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/io.h"
@@ -112,6 +113,41 @@ TEST_F(ApiTest, ImagesGoThroughTheExactPipeline) {
   ASSERT_EQ(img.channels, 3);
   clip::Embeddings rgb = m.encode_image_rgb(img.pixels.data(), img.width, img.height);
   for (int j = 0; j < 64; ++j) EXPECT_NEAR(rgb.data[j], e.data[2 * 64 + j], 1e-6);
+}
+
+// One Model used by several threads at once (the Python module releases the GIL, the C API
+// promises it): every call gets the embeddings of the same call made alone, for
+// images and texts interleaved.
+TEST_F(ApiTest, ConcurrentCallsOnOneModelGiveTheSameEmbeddings) {
+  const clip::Model m = load("openai");
+  const std::vector<std::string> paths = {photo("skimage/chelsea.png"), photo("skimage/camera.png"),
+                                          photo("matplotlib/grace_hopper.jpg")};
+  const std::vector<std::string> texts = {"a photo of a cat", "a diagram", "an old photo of a woman in uniform",
+                                          "a camera on a tripod", "the sea"};
+  const clip::Embeddings images_alone = m.encode_image_files(paths, 2);
+  const clip::Embeddings texts_alone = m.encode_texts(texts, 3);
+  // Shared buffers used by two calls at once would mix rows of different inputs: differences
+  // of order 0.1, far above the 1e-6 that thread scheduling inside one call may leave.
+  auto differs = [](const clip::Embeddings& a, const clip::Embeddings& b) {
+    if (a.data.size() != b.data.size()) return true;
+    for (size_t i = 0; i < a.data.size(); ++i)
+      if (std::fabs(a.data[i] - b.data[i]) > 1e-6f) return true;
+    return false;
+  };
+  std::vector<std::thread> threads;
+  std::vector<int> mismatches(4, 0);
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < 8; ++round) {
+        if ((t + round) % 2 == 0) {
+          if (differs(m.encode_image_files(paths, 2), images_alone)) ++mismatches[size_t(t)];
+        } else {
+          if (differs(m.encode_texts(texts, 3), texts_alone)) ++mismatches[size_t(t)];
+        }
+      }
+    });
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < 4; ++t) EXPECT_EQ(mismatches[size_t(t)], 0) << "thread " << t;
 }
 
 TEST_F(ApiTest, NamingSchemesGiveTheSameEmbeddings) {

@@ -69,6 +69,10 @@ struct Prediction {
   float cosine = 0;
 };
 
+// Thread safety: every const method may be called from several threads at once. Decoding,
+// preprocessing and tokenizing run in parallel; the network runs one encode call at a time per
+// Model (it keeps one set of inference buffers, so calls take turns on a lock); for parallel
+// encoding, load a Model per thread. Each call itself uses num_threads cores.
 class Model {
  public:
   // `path`: a .safetensors checkpoint (OpenAI / open_clip / Hugging Face names) or a model

@@ -13,8 +13,9 @@
  * Every function that can fail returns a clip_status; the message of the last failure on the
  * calling thread is clip_last_error(). No C++ exception crosses this API. Output buffers are the
  * caller's: rows of clip_model_embed_dim() floats, row-major, in input order. A clip_model may
- * be used from several threads at once only for reading its properties; encode calls on one
- * model must not overlap (use a model per thread, or a lock).
+ * be used from several threads at once: decoding and tokenizing run in parallel, the network
+ * itself runs one encode call at a time per model (it keeps one set of buffers); for parallel
+ * encoding, load a model per thread.
  */
 #ifndef CLIP_CLIP_C_H
 #define CLIP_CLIP_C_H

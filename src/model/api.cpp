@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <mutex>
 #include <numeric>
 
 #include "core/ops.h"
@@ -34,6 +35,19 @@ struct Model::Impl {
     if (!tokenizer) throw Error(tokenizer_error);
     return *tokenizer;
   }
+
+  // The network runs every encode call in one set of inference buffers that it keeps (no
+  // allocation per call): calls on one Model from several threads take turns here instead of
+  // sharing them. Decoding, preprocessing and tokenizing stay outside the lock.
+  void encode_images(const float* pixels, int batch, float* out) const {
+    std::lock_guard<std::mutex> lock(encode_mutex);
+    model->encode_images(pixels, batch, out);
+  }
+  void encode_texts(const int32_t* ids, int batch, int context, float* out) const {
+    std::lock_guard<std::mutex> lock(encode_mutex);
+    model->encode_texts(ids, batch, context, out);
+  }
+  mutable std::mutex encode_mutex;
 };
 
 namespace {
@@ -189,7 +203,7 @@ Embeddings encode_decoded(const Model::Impl& impl, int S, int D, const std::vect
     }
     if (good == 0) continue;
     out.data.resize(size_t(out.rows + int64_t(good)) * size_t(D));
-    impl.model->encode_images(pixels.data(), int(good), out.data.data() + size_t(out.rows) * size_t(D));
+    impl.encode_images(pixels.data(), int(good), out.data.data() + size_t(out.rows) * size_t(D));
     out.rows += int64_t(good);
   }
   normalize_rows(out);
@@ -232,7 +246,7 @@ Embeddings Model::encode_image_rgb(const uint8_t* rgb, int width, int height) co
   out.rows = 1;
   out.cols = D;
   out.data.resize(size_t(D));
-  impl_->model->encode_images(pixels.data(), 1, out.data.data());
+  impl_->encode_images(pixels.data(), 1, out.data.data());
   normalize_rows(out);
   return out;
 }
@@ -258,7 +272,7 @@ Embeddings Model::encode_token_ids(const std::vector<int32_t>& ids, int count, i
   out.rows = count;
   out.cols = embed_dim();
   out.data.resize(size_t(count) * size_t(out.cols));
-  if (count > 0) impl_->model->encode_texts(ids.data(), count, ctx, out.data.data());
+  if (count > 0) impl_->encode_texts(ids.data(), count, ctx, out.data.data());
   normalize_rows(out);
   return out;
 }
@@ -275,8 +289,7 @@ Embeddings Model::encode_texts(const std::vector<std::string>& texts, int batch_
   out.data.resize(texts.size() * size_t(out.cols));
   for (size_t start = 0; start < texts.size(); start += size_t(batch_size)) {
     const size_t n = std::min(texts.size() - start, size_t(batch_size));
-    impl_->model->encode_texts(ids.data() + start * size_t(ctx), int(n), ctx,
-                               out.data.data() + start * size_t(out.cols));
+    impl_->encode_texts(ids.data() + start * size_t(ctx), int(n), ctx, out.data.data() + start * size_t(out.cols));
   }
   normalize_rows(out);
   return out;
