@@ -237,16 +237,21 @@ struct Cli {
 
 // ---- model configuration, vocabulary ----
 
-std::pair<double, double> parse_range(const std::string& s) {
+// "MIN,MAX" with 0 < MIN <= MAX <= max_value; `rule` names the flag and the bound in the error.
+std::pair<double, double> parse_min_max(const std::string& s, double max_value, const std::string& rule) {
   const auto comma = s.find(',');
   try {
     if (comma != std::string::npos) {
       const double a = std::stod(s.substr(0, comma)), b = std::stod(s.substr(comma + 1));
-      if (a > 0 && a <= b && b <= 1) return {a, b};
+      if (a > 0 && a <= b && b <= max_value) return {a, b};
     }
   } catch (const std::exception&) {
   }
-  throw Error("--augment-scale: expected MIN,MAX with 0 < MIN <= MAX <= 1, got '" + s + "'");
+  throw Error(rule + ", got '" + s + "'");
+}
+
+std::pair<double, double> parse_range(const std::string& s) {
+  return parse_min_max(s, 1.0, "--augment-scale: expected MIN,MAX with 0 < MIN <= MAX <= 1");
 }
 
 // "B,C,S" or one strength for all three ColorJitter factors.
@@ -269,18 +274,6 @@ std::array<double, 3> parse_jitter(const std::string& s) {
   if (n == 1) v[1] = v[2] = v[0];
   if ((n == 1 || n == 3) && v[0] >= 0 && v[1] >= 0 && v[2] >= 0) return v;
   throw Error("--color-jitter: expected S or B,C,S (strengths >= 0), got '" + s + "'");
-}
-
-std::array<double, 2> parse_sigma_range(const std::string& s) {
-  const auto comma = s.find(',');
-  try {
-    if (comma != std::string::npos) {
-      const double a = std::stod(s.substr(0, comma)), b = std::stod(s.substr(comma + 1));
-      if (a > 0 && a <= b) return {a, b};
-    }
-  } catch (const std::exception&) {
-  }
-  throw Error("--blur-sigma: expected MIN,MAX with 0 < MIN <= MAX, got '" + s + "'");
 }
 
 char parse_separator(const std::string& s) {
@@ -616,11 +609,13 @@ void run_train(Cli& cli) {
     ph.jitter_p = cfg["color-jitter-p"].get<double>();
     ph.grayscale_p = cfg["grayscale-p"].get<double>();
     ph.blur_p = cfg["blur-p"].get<double>();
-    ph.blur_sigma = parse_sigma_range(cfg["blur-sigma"].get<std::string>());
+    const auto sigma = parse_min_max(cfg["blur-sigma"].get<std::string>(), std::numeric_limits<double>::infinity(),
+                                     "--blur-sigma: expected MIN,MAX with 0 < MIN <= MAX");
+    ph.blur_sigma = {sigma.first, sigma.second};
     ph.blur_kernel = int(cfg["blur-kernel"].get<int64_t>());
     ph.noise_p = cfg["noise-p"].get<double>();
     ph.noise_sigma_max = cfg["noise-sigma"].get<double>();
-    ph.validate(lo.preprocess.image_size);  // names the flag before any data is read
+    ph.validate(lo.preprocess.image_size);  // names the flag before any data is read, --no-augment too
   }
   lo.batch_size = batch;
   lo.context_length = mc.text.context_length;
