@@ -9,7 +9,7 @@
 // against the reference's so a fast wrong encoder cannot report a number.
 //
 //   bench_model_encoders [google-benchmark flags]
-//   bench_model_encoders --rss-probe [images [fp32|bf16|int8]]   load, encode, print peak RSS vs file size
+//   bench_model_encoders --rss-probe [images [fp32|bf16|int8|int4]]   load, encode, print peak RSS vs file size
 #include <benchmark/benchmark.h>
 #include <sys/resource.h>
 
@@ -63,6 +63,8 @@ struct Fixture {
   std::unique_ptr<clip::ClipModel> bf16;  // the same weights prepared for bf16 products, where available
   std::unique_ptr<clip::ClipModel> int8;  // ... for int8 products, where available
   double int8_load_seconds = 0;           // loading + quantizing the int8 model
+  std::unique_ptr<clip::ClipModel> int4;  // ... for int4 (q4_0 blocks; every CPU)
+  double int4_load_seconds = 0;
 };
 
 Fixture& fixture() {
@@ -80,6 +82,12 @@ Fixture& fixture() {
                                                  clip::Precision::INT8);
       f.int8_load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     }
+    {
+      const auto t0 = std::chrono::steady_clock::now();
+      f.int4 = std::make_unique<clip::ClipModel>(clip::load_checkpoint(dir + "/openai/model.safetensors"),
+                                                 clip::Precision::INT4);
+      f.int4_load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
     std::vector<int64_t> shape;
     f.pixels = clip::read_npy_f32(dir + "/golden/pixels.npy", shape);
     f.images = int(shape[0]);
@@ -94,11 +102,15 @@ Fixture& fixture() {
   return f;
 }
 
-// Runs with the fp32 model (args {batch, 0}), the bf16 one ({batch, 1}) or the int8 one
-// ({batch, 2}): fp32 must match the reference within 2e-5, bf16 within cosine 0.9995 and int8
-// within 0.999 (issue 17's bounds).
+// Runs with the fp32 model (args {batch, 0}), the bf16 one ({batch, 1}), the int8 one
+// ({batch, 2}) or the int4 one ({batch, 3}): fp32 must match the reference within 2e-5, bf16
+// within cosine 0.9995, int8 within 0.999 and int4 within 0.99 (issue 17's bounds).
 clip::ClipModel* model_for(benchmark::State& state, Fixture& f) {
   if (state.range(1) == 0) return f.model.get();
+  if (state.range(1) == 3) {
+    state.counters["load+quantize s"] = f.int4_load_seconds;
+    return f.int4.get();
+  }
   if (state.range(1) == 2) {
     if (!f.int8) state.SkipWithError("no int8 products on this CPU (AVX512-VNNI or AMX needed)");
     state.counters["load+quantize s"] = f.int8_load_seconds;
@@ -107,7 +119,9 @@ clip::ClipModel* model_for(benchmark::State& state, Fixture& f) {
   if (!f.bf16) state.SkipWithError("no bf16 products on this CPU (AVX512-BF16 or AMX needed)");
   return f.bf16.get();
 }
-double cosine_bound(const benchmark::State& state) { return state.range(1) == 2 ? 0.999 : 0.9995; }
+double cosine_bound(const benchmark::State& state) {
+  return state.range(1) == 3 ? 0.99 : state.range(1) == 2 ? 0.999 : 0.9995;
+}
 
 double max_abs_diff(const std::vector<float>& a, const float* b, size_t n) {
   double m = 0;
@@ -156,7 +170,7 @@ void BM_EncodeImages(benchmark::State& state) {
   state.counters["effective GFLOP/s"] =
       benchmark::Counter(nominal / 1e9, benchmark::Counter::kIsIterationInvariantRate);
 }
-BENCHMARK(BM_EncodeImages)->Args({1, 0})->Args({32, 0})->Args({1, 1})->Args({32, 1})->Args({1, 2})->Args({32, 2})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_EncodeImages)->Args({1, 0})->Args({32, 0})->Args({1, 1})->Args({32, 1})->Args({1, 2})->Args({32, 2})->Args({1, 3})->Args({32, 3})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 void BM_EncodeTexts(benchmark::State& state) {
   Fixture& f = fixture();
@@ -186,7 +200,7 @@ void BM_EncodeTexts(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * batch);
   state.counters["tokens"] = longest;
 }
-BENCHMARK(BM_EncodeTexts)->Args({1, 0})->Args({32, 0})->Args({1, 1})->Args({32, 1})->Args({1, 2})->Args({32, 2})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_EncodeTexts)->Args({1, 0})->Args({32, 0})->Args({1, 1})->Args({32, 1})->Args({1, 2})->Args({32, 2})->Args({1, 3})->Args({32, 3})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // Peak RSS of loading the checkpoint and encoding `images` images and one text, against the
 // size of the .safetensors file (the f32 weights are mmap'd views, not copies).

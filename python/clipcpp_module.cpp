@@ -173,8 +173,9 @@ PYBIND11_MODULE(_clipcpp, mod) {
   mod.def(
       "load",
       [](const std::string& path, const std::string& precision, int threads, const std::string& vocab) {
-        if (precision != "fp32" && precision != "bf16")
-          throw py::value_error("precision '" + precision + "': fp32 or bf16 (bf16 needs a CPU with AVX512-BF16 or AMX)");
+        if (precision != "fp32" && precision != "bf16" && precision != "int8" && precision != "int4")
+          throw py::value_error("precision '" + precision +
+                                "': fp32, bf16 (needs AVX512-BF16 or AMX), int8 (needs AVX512-VNNI or AMX) or int4");
         clip::ModelOptions o;
         o.precision = precision;
         o.num_threads = threads;

@@ -111,6 +111,39 @@ TEST_F(Gguf, FeaturesStayWithinTheBoundsOfEachType) {
   EXPECT_NEAR(std::exp(ck.get("logit_scale").f32()[0]), 100.0, 1e-3);  // GGUF has none: CLIP's trained value
 }
 
+// q4_0 and q8_0 weights of the transformer blocks run on the block kernels as stored (4 or 8
+// bits a weight, uint8 inputs), not widened to f32: every block linear layer is found in
+// blocks, and the features differ (by the inputs' 8-bit rounding only: cosine >= 0.999) from
+// those of the same dequantized weights run in f32 (the file converted to f32 safetensors).
+// Other block types (q4_1, q5_x) load dequantized.
+TEST_F(Gguf, QuantizedBlocksRunAsStored) {
+  const std::string out = std::string(CLIP_BINARY_DIR) + "/test_tmp/gguf_blocks_" + std::to_string(::getpid());
+  fs::create_directories(out);
+  for (const std::string type : {"q4_0", "q8_0"}) {
+    const std::string path = files() + "/gguf/model-" + type + ".gguf";
+    const clip::LoadedCheckpoint ck = clip::load_checkpoint(path);
+    const int layers = ck.config.vision.layers + ck.config.text.layers;
+    EXPECT_EQ(ck.block_weights.size(), size_t(4 * layers)) << type;  // in_proj, out_proj, c_fc, c_proj
+    for (const auto& [name, b] : ck.block_weights) {
+      EXPECT_STREQ(clip::block_format_name(b.format), type.c_str()) << name;
+      EXPECT_EQ(ck.get(name).shape, (std::vector<int64_t>{b.rows, b.cols})) << name;
+    }
+    const std::string f32 = out + "/" + type + "-as-f32.safetensors";
+    clip::test::CliRun r = clip::test::run_clip("convert " + path + " " + f32 + " --type f32", out);
+    ASSERT_EQ(r.status, 0) << r.err;
+    const std::vector<float> blocks = features(path), widened = features(f32);
+    double max_diff = 0;
+    for (size_t i = 0; i < blocks.size(); ++i) max_diff = std::max(max_diff, double(std::abs(blocks[i] - widened[i])));
+    const double c = min_cosine(blocks, widened, 6);
+    std::printf("GGUF %s on block kernels vs the same weights in f32: min cosine %.7f, max |diff| %.2e\n",
+                type.c_str(), c, max_diff);
+    EXPECT_GE(c, 0.999) << type;
+    EXPECT_GT(max_diff, 0.0) << type << ": the same numbers as f32 products: not run on the blocks?";
+  }
+  EXPECT_TRUE(clip::load_checkpoint(files() + "/gguf/model-q4_1.gguf").block_weights.empty());
+  fs::remove_all(out);
+}
+
 TEST_F(Gguf, ConvertWritesWhatClipCppsConverterWrites) {
   const std::string out = std::string(CLIP_BINARY_DIR) + "/test_tmp/gguf_convert_" + std::to_string(::getpid());
   fs::create_directories(out);

@@ -1,6 +1,6 @@
 // Low-precision products of the transformer layers of both towers (backend/matmul.h Precision):
 // bf16 (bf16 weights prepared once, bf16 inputs, f32 accumulation) and int8 (per-channel int8
-// weights, per-row uint8 inputs, int32 accumulation). Where the CPU has the instructions
+// weights, per-row uint8 inputs, int32 accumulation), int4 (q4_0 blocks). Where the CPU has the instructions
 // (AVX512-BF16 or AMX; AVX512-VNNI or AMX, within CLIP_MAX_ISA), features stay within issue 17's
 // cosine bounds of the fp32 reference (0.9995 bf16, 0.999 int8) for images and texts, batch 1
 // and several; elsewhere asking for them is a clear error naming the CPU's level, never a silent
@@ -87,11 +87,17 @@ TEST(Int8, FeaturesWithinCosine999OfFp32OrAClearError) {
   check_precision(clip::Precision::INT8, clip::int8_available(), 0.999, "AVX512-VNNI or AMX");
 }
 
+// int4 runs everywhere (its kernel has a portable path): bound 0.99 (issue 17).
+TEST(Int4, FeaturesWithinCosine99OfFp32) {
+  check_precision(clip::Precision::INT4, true, 0.99, "");
+}
+
 TEST(Bf16, PrecisionNamesAreParsedOrRefused) {
   EXPECT_EQ(clip::parse_precision("fp32"), clip::Precision::F32);
   EXPECT_EQ(clip::parse_precision("bf16"), clip::Precision::BF16);
   EXPECT_EQ(clip::parse_precision("int8"), clip::Precision::INT8);
-  EXPECT_THROW(clip::parse_precision("int4"), clip::Error);
+  EXPECT_EQ(clip::parse_precision("int4"), clip::Precision::INT4);
+  EXPECT_THROW(clip::parse_precision("int2"), clip::Error);
   EXPECT_THROW(clip::parse_precision("fp64"), clip::Error);
 }
 

@@ -37,8 +37,10 @@ struct ModelOptions {
   // How the transformer layers' products run: "fp32" (the reference numbers), "bf16" (bf16
   // weights and inputs, f32 accumulation: about 1.5x faster where the CPU has AVX512-BF16 or
   // AMX) or "int8" (per-channel int8 weights, per-row uint8 inputs, int32 accumulation: about
-  // 2.5x faster where it has AVX512-VNNI or AMX); an error where the CPU lacks them. LayerNorm,
-  // softmax, GELU and attention stay f32.
+  // 2.5x faster where it has AVX512-VNNI or AMX); an error where the CPU lacks them; or "int4"
+  // (4-bit weights in blocks of 32, ggml's q4_0, with per-row uint8 inputs: about 1/6 of the
+  // f32 weights' memory; any CPU, fastest with AVX512-VNNI). LayerNorm, softmax, GELU and
+  // attention stay f32. Weights a GGUF file stores as q4_0 or q8_0 run as stored.
   std::string precision = "fp32";
 };
 

@@ -47,7 +47,8 @@ typedef struct clip_model_options {
   const char* precision;   /* NULL or "fp32": the reference numbers; "bf16": bf16 products
                               (f32 accumulation) where the CPU has AVX512-BF16 or AMX; "int8":
                               int8 products where it has AVX512-VNNI or AMX; else the load
-                              fails with a message saying so */
+                              fails with a message saying so; "int4": 4-bit (q4_0) weights,
+                              any CPU */
 } clip_model_options;
 
 /* The defaults (those of the C++ API and the command line). */

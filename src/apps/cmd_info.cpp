@@ -33,6 +33,7 @@ void print_system() {
                                                              : " (bf16 needs AVX512-BF16 or AMX and oneDNN)",
               int8_available() ? ", int8 (oneDNN brgemm u8 x s8, AVX512-VNNI/AMX)"
                                : " (int8 needs AVX512-VNNI or AMX and oneDNN)");
+  std::printf("                  int4 and GGUF q4_0/q8_0 weights (block kernel: %s)\n", block_kernel_name());
   std::printf("build:            %s\n",
 #if defined(__AVX512F__)
               "compiled for AVX-512 (CLIP_NATIVE)"

@@ -145,16 +145,15 @@ void add_bias(float* y, const float* bias, int64_t M, int64_t N, int64_t ldy, bo
 // ---- bf16 products (oneDNN's matmul primitive) ----
 
 const char* precision_name(Precision p) {
-  return p == Precision::BF16 ? "bf16" : p == Precision::INT8 ? "int8" : "fp32";
+  return p == Precision::BF16 ? "bf16" : p == Precision::INT8 ? "int8" : p == Precision::INT4 ? "int4" : "fp32";
 }
 
 Precision parse_precision(const std::string& name) {
   if (name == "fp32" || name == "f32") return Precision::F32;
   if (name == "bf16") return Precision::BF16;
   if (name == "int8") return Precision::INT8;
-  if (name == "int4")
-    throw Error("--precision int4: not available yet (fp32, bf16 and int8 are; 4-bit GGUF weights load dequantized)");
-  throw Error("--precision " + name + ": expected fp32, bf16 or int8");
+  if (name == "int4") return Precision::INT4;
+  throw Error("--precision " + name + ": expected fp32, bf16, int8 or int4");
 }
 
 bool int8_available() {
@@ -432,24 +431,7 @@ void int8_linear(Int8Weight& b, float* y, const float* x, const float* bias, int
   int32_t* acc = acc_buffer.data();
   // x per row: asymmetric uint8 over [min(0, min x), max(0, max x)], so 0 maps to an integer.
 #pragma omp parallel for if (M > 1 && M * K > 16384 && !omp_in_parallel())
-  for (int64_t i = 0; i < M; ++i) {
-    const float* r = x + i * ldx;
-    float lo = 0.f, hi = 0.f;
-    for (int64_t j = 0; j < K; ++j) {
-      lo = std::min(lo, r[j]);
-      hi = std::max(hi, r[j]);
-    }
-    const float scale = hi > lo ? (hi - lo) / 255.f : 1.f;
-    const float inv = 1.f / scale;
-    const int32_t zp = int32_t(std::min(255.f, std::max(0.f, round_half_away(-lo * inv))));
-    row_scale[i] = scale;
-    row_zero[i] = zp;
-    uint8_t* q = xq + i * K;
-    // v >= -zp/inv by construction, so v * inv + zp + 0.5 >= 0: truncation rounds.
-    const float offset = float(zp) + 0.5f;
-    for (int64_t j = 0; j < K; ++j)
-      q[j] = uint8_t(int32_t(std::min(255.f, std::max(0.f, r[j] * inv + offset))));
-  }
+  for (int64_t i = 0; i < M; ++i) quantize_row_u8(x + i * ldx, K, xq + i * K, row_scale[i], row_zero[i]);
   const auto prep = b.cache.get(
       M, [&](const dnnl::memory::desc& layout) { return b.describe(M, layout); },
       [&](const dnnl::memory::desc& layout) { return reorder_int8_weights(b, quantized_weights(b), layout); }, "int8");
@@ -495,6 +477,10 @@ PackedWeight::PackedWeight(const float* weight, int64_t N, int64_t K, bool pack,
     int8_ = make_int8_weight(weight, N, K);
     return;
   }
+  if (precision == Precision::INT4) {
+    blocks_ = block_weight_from_f32(BlockFormat::Q4_0, weight, N, K);
+    return;
+  }
   if (!pack) return;
 #if defined(CLIP_HAVE_ONEDNN_PACKED_SGEMM)
   // Row-major y[M, N] = x[M, K] W^T is column-major y^T[N, M] = W^T' x^T with A = W stored as
@@ -523,6 +509,9 @@ PackedWeight::PackedWeight(const float* weight, int64_t N, int64_t K, bool pack,
 #endif
 }
 
+PackedWeight::PackedWeight(std::shared_ptr<BlockWeight> blocks, const float* weight)
+    : n_(blocks->n), k_(blocks->k), weight_(weight), blocks_(std::move(blocks)) {}
+
 void linear_forward(float* y, const float* x, const PackedWeight& w, const float* bias, int64_t M,
                     int64_t ldx, int64_t ldy, bool accumulate) {
   const int64_t N = w.out_features(), K = w.in_features();
@@ -531,6 +520,10 @@ void linear_forward(float* y, const float* x, const PackedWeight& w, const float
   if (M <= 0 || N <= 0) return;
   if (w.int8()) {  // the bias goes into its dequantization pass
     int8_linear(*w.int8(), y, x, bias, M, ldx, ldy, accumulate);
+    return;
+  }
+  if (w.blocks()) {  // likewise
+    block_linear(*w.blocks(), y, x, bias, M, ldx, ldy, accumulate);
     return;
   }
   if (bias) add_bias(y, bias, M, N, ldy, accumulate);

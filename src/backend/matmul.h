@@ -8,6 +8,8 @@
 #include <memory>
 #include <string>
 
+#include "backend/block_quant.h"
+
 namespace clip {
 
 enum class MatmulBackend { OneDNN, OpenBLAS };
@@ -43,9 +45,12 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
 // quantized per row at run time (asymmetric uint8: scale (max - min) / 255 over the row, with
 // 0 exactly representable), u8 x s8 products with int32 accumulation (oneDNN's matmul: VNNI
 // or AMX), then y = s_x[m] s_w[n] (acc - zp_x[m] sum_k Wq[n, k]) in f32. Needs int8_available().
-enum class Precision { F32, BF16, INT8 };
-const char* precision_name(Precision p);  // "fp32", "bf16", "int8"
-// "fp32" (or "f32"), "bf16", "int8"; "int4" and anything else: clip::Error saying what exists.
+// INT4: W quantized once into ggml's q4_0 blocks (32 values, one scale each), products on our
+// own kernels (backend/block_quant.h: uint8 rows x 4-bit blocks, int32 block sums); runs on
+// every CPU (AVX512-VNNI where there is one, else a portable loop).
+enum class Precision { F32, BF16, INT8, INT4 };
+const char* precision_name(Precision p);  // "fp32", "bf16", "int8", "int4"
+// "fp32" (or "f32"), "bf16", "int8", "int4"; anything else: clip::Error saying what exists.
 Precision parse_precision(const std::string& name);
 // Whether bf16 products have hardware here (AVX512-BF16 or AMX-BF16, within CLIP_MAX_ISA) and
 // oneDNN is the backend.
@@ -64,13 +69,22 @@ class PackedWeight {
   // precision BF16 prepares the bf16 copy instead of the packed f32 one (W is then read only
   // for products on another layout, which oneDNN has not been seen to choose).
   PackedWeight(const float* weight, int64_t N, int64_t K, bool pack = true, Precision precision = Precision::F32);
+  // Weights stored block-quantized (a q4_0 or q8_0 GGUF tensor): products run on them as they
+  // are, whatever precision was asked for the float weights; `weight` (f32, may be null) is
+  // not read by products.
+  explicit PackedWeight(std::shared_ptr<BlockWeight> blocks, const float* weight = nullptr);
+  // q8_0 blocks report INT8 (8-bit weights, as int8 products have them).
   Precision precision() const {
-    return bf16_ ? Precision::BF16 : int8_ ? Precision::INT8 : Precision::F32;
+    return bf16_ ? Precision::BF16
+           : int8_ ? Precision::INT8
+           : blocks_ ? (blocks_->format == BlockFormat::Q4_0 ? Precision::INT4 : Precision::INT8)
+                     : Precision::F32;
   }
   const std::shared_ptr<Bf16Weight>& bf16() const { return bf16_; }
   const std::shared_ptr<Int8Weight>& int8() const { return int8_; }
-  // Whether products read a prepared copy (packed f32, bf16 or int8) rather than W itself.
-  bool prepared_copy() const { return packed_ || bf16_ || int8_; }
+  const std::shared_ptr<BlockWeight>& blocks() const { return blocks_; }
+  // Whether products read a prepared copy (packed f32, bf16, int8, blocks) rather than W itself.
+  bool prepared_copy() const { return packed_ || bf16_ || int8_ || blocks_; }
 
   int64_t out_features() const { return n_; }
   int64_t in_features() const { return k_; }
@@ -89,6 +103,7 @@ class PackedWeight {
   int packed_threads_ = 0;
   std::shared_ptr<Bf16Weight> bf16_;
   std::shared_ptr<Int8Weight> int8_;
+  std::shared_ptr<BlockWeight> blocks_;
 };
 
 // y[M, N] = x[M, K] W^T + bias, or with accumulate y += x W^T + bias (a residual added in

@@ -61,6 +61,8 @@ class GgufFile {
   // can also be had as stored (to_stored: F32 or F16 kept, the rest dequantized to F32).
   Tensor to_f32(const GgufTensorInfo& t) const;
   Tensor to_stored(const GgufTensorInfo& t) const;
+  // The tensor's bytes as stored (t.nbytes of them; validated against the file when opened).
+  const uint8_t* tensor_data(const GgufTensorInfo& t) const { return map_->data() + t.offset; }
 
  private:
   std::shared_ptr<MappedFile> map_;

@@ -142,6 +142,10 @@ std::shared_ptr<MappedFile> MappedFile::from_bytes(std::vector<uint8_t> bytes, c
 
 void MappedFile::release_pages(const void* data, size_t bytes) const {
   if (!owned_.empty()) return;
+  discard_pages(data, bytes);
+}
+
+void MappedFile::discard_pages(const void* data, size_t bytes) const {
   static const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
   const uintptr_t begin = reinterpret_cast<uintptr_t>(data);
   const uintptr_t map_begin = reinterpret_cast<uintptr_t>(data_);

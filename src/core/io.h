@@ -49,6 +49,10 @@ class MappedFile {
   // needed (their contents were copied elsewhere), so they leave the resident set; reading
   // them again faults them back in from the file. Ranges outside the mapping are ignored.
   void release_pages(const void* data, size_t bytes) const;
+  // For bytes made in memory too: the whole pages of the range are given back to the system
+  // and read as zeros afterwards. Only for values that are never read again (a GGUF file's
+  // dequantized weights once their blocks were prepared).
+  void discard_pages(const void* data, size_t bytes) const;
 
  private:
   MappedFile() = default;

@@ -28,6 +28,8 @@ ClipModel::ClipModel(LoadedCheckpoint ckpt, Precision precision) : ckpt_(std::mo
   }
   net_ = std::make_unique<nn::ClipNetwork<float>>(ckpt_, precision);
   logit_scale_ = net_->logit_scale();
+  // A GGUF file's stored blocks now live (converted) in the prepared network.
+  ckpt_.block_weights.clear();
 }
 
 ClipModel::~ClipModel() = default;

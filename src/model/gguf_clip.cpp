@@ -82,6 +82,39 @@ NamedTensors clip_gguf_hf_tensors(const GgufFile& f, const ModelConfig& config) 
   return out;
 }
 
+std::map<std::string, LoadedCheckpoint::BlockRows> clip_gguf_block_weights(const GgufFile& f, const ModelConfig& config) {
+  std::map<std::string, const GgufTensorInfo*> by_name;
+  for (const GgufTensorInfo& t : f.tensors()) by_name[t.name] = &t;
+  std::map<std::string, LoadedCheckpoint::BlockRows> out;
+  for (const auto& [canonical, shape] : expected_tensors(config)) {
+    if (shape.size() != 2 || canonical.find("resblocks.") == std::string::npos) continue;
+    const HfTensorMapping m = hf_mapping_for(canonical);
+    if (m.transposed) continue;
+    std::vector<const GgufTensorInfo*> parts;
+    for (const std::string& hf : m.names) {
+      auto it = by_name.find(clip_gguf_tensor_name(hf));
+      if (it != by_name.end()) parts.push_back(it->second);
+    }
+    if (parts.size() != m.names.size() || parts.empty()) continue;
+    const GgmlType type = parts[0]->type;
+    if (type != GgmlType::Q4_0 && type != GgmlType::Q8_0) continue;
+    LoadedCheckpoint::BlockRows b;
+    b.format = type == GgmlType::Q4_0 ? BlockFormat::Q4_0 : BlockFormat::Q8_0;
+    b.cols = shape[1];
+    bool alike = true;
+    for (const GgufTensorInfo* p : parts) alike = alike && p->type == type && p->shape.size() == 2 && p->shape[1] == b.cols;
+    if (!alike) continue;  // mixed parts: dequantized like the other types
+    for (const GgufTensorInfo* p : parts) {
+      b.rows += p->shape[0];
+      const uint8_t* data = f.tensor_data(*p);
+      b.bytes.insert(b.bytes.end(), data, data + p->nbytes);
+    }
+    if (b.rows != shape[0]) continue;  // a shape problem: the loader reports it
+    out.emplace(canonical, std::move(b));
+  }
+  return out;
+}
+
 void write_clip_gguf(const std::string& path, const std::map<std::string, Tensor>& canonical, const ModelConfig& c,
                      const std::vector<std::string>& tokens, GgmlType weight_type, const std::vector<float>& mean,
                      const std::vector<float>& stddev, const std::string& name) {

@@ -12,6 +12,7 @@
 #include "core/gguf.h"
 #include "core/safetensors.h"
 #include "model/config.h"
+#include "model/weights.h"
 
 namespace clip {
 
@@ -23,6 +24,11 @@ ModelConfig clip_gguf_config(const GgufFile& file);
 // Every tensor under its Hugging Face name (f32 and f16 as stored, quantized ones dequantized
 // to f32), plus "logit_scale"; unknown names are an error naming them.
 NamedTensors clip_gguf_hf_tensors(const GgufFile& file, const ModelConfig& config);
+// The transformer blocks' linear weights stored in q4_0 or q8_0 (all parts of one alike: in_proj
+// from attn_q, attn_k, attn_v), by canonical name, as stored: they run on the block kernels
+// (backend/block_quant.h) instead of dequantized.
+std::map<std::string, LoadedCheckpoint::BlockRows> clip_gguf_block_weights(const GgufFile& file,
+                                                                          const ModelConfig& config);
 
 // Writes the model's `canonical` tensors (OpenAI names, as loaded) as clip.cpp writes a model of
 // `file_type` f32 or f16 (under Hugging Face's names, which it derives its own from), with every 2-D weight in `weight_type` (f32, f16, q8_0, q4_0) and the

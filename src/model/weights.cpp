@@ -376,6 +376,23 @@ void LoadedCheckpoint::release_pages(const float* data, int64_t count) const {
     mapping->release_pages(data, size_t(count) * sizeof(float));
 }
 
+const LoadedCheckpoint::BlockRows* LoadedCheckpoint::block_rows_for(const float* data, int64_t rows, int64_t cols,
+                                                                   int64_t& first_row) const {
+  for (const auto& [name, blocks] : block_weights) {
+    auto it = tensors.find(name);
+    if (it == tensors.end() || blocks.cols != cols || it->second.dtype != DType::F32) continue;
+    const float* begin = it->second.f32();
+    if (data < begin || data + rows * cols > begin + blocks.rows * cols || (data - begin) % cols != 0) continue;
+    first_row = (data - begin) / cols;
+    return &blocks;
+  }
+  return nullptr;
+}
+
+void LoadedCheckpoint::discard_dequantized(const float* data, int64_t count) const {
+  if (mapping && count > 0) mapping->discard_pages(data, size_t(count) * sizeof(float));
+}
+
 const Tensor& LoadedCheckpoint::get(const std::string& name, const std::vector<int64_t>& expected_shape) const {
   auto it = tensors.find(name);
   if (it == tensors.end())
@@ -394,6 +411,7 @@ LoadedCheckpoint load_checkpoint(const std::string& path, const LoadOptions& opt
   // (core/torch_checkpoint.h), clip.cpp's GGUF files by model/gguf_clip.h (which also gives the
   // architecture), into safetensors bytes in memory; from there one path.
   std::optional<ModelConfig> embedded_config;
+  std::map<std::string, LoadedCheckpoint::BlockRows> gguf_blocks;
   auto open_weights = [&]() -> SafetensorsFile {
     if (is_torch_checkpoint_name(files.weights))
       return SafetensorsFile::from_mapping(
@@ -401,6 +419,7 @@ LoadedCheckpoint load_checkpoint(const std::string& path, const LoadOptions& opt
     if (ends_with_ci(files.weights, ".gguf")) {
       const GgufFile g = GgufFile::open(files.weights);
       embedded_config = clip_gguf_config(g);
+      if (!options.validate_only) gguf_blocks = clip_gguf_block_weights(g, *embedded_config);
       return SafetensorsFile::from_mapping(
           MappedFile::from_bytes(serialize_safetensors(clip_gguf_hf_tensors(g, *embedded_config)), files.weights));
     }
@@ -419,6 +438,7 @@ LoadedCheckpoint load_checkpoint(const std::string& path, const LoadOptions& opt
   }
   ck.keepalive = file.mapping();
   ck.mapping = file.mapping();
+  ck.block_weights = std::move(gguf_blocks);
 
   // Floating tensors by name; integer ones (num_batches_tracked, position_ids) are ignored.
   // A "module." prefix on every name (a DistributedDataParallel state dict) is dropped.

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "backend/block_quant.h"
 #include "core/io.h"
 #include "core/tensor.h"
 #include "model/config.h"
@@ -42,6 +43,22 @@ struct LoadedCheckpoint {
   // For mapped weights that were copied (packed) by their user: their pages leave the
   // resident set (reading them again re-reads the file). Other memory is left alone.
   void release_pages(const float* data, int64_t count) const;
+
+  // The transformer blocks' linear weights a GGUF file stores in q4_0 / q8_0 blocks, by
+  // canonical name, as stored (in_proj: q, k, v rows one after another). `tensors` holds them
+  // dequantized as well, for readers other than the products (clip convert).
+  struct BlockRows {
+    BlockFormat format = BlockFormat::Q4_0;
+    int64_t rows = 0, cols = 0;
+    std::vector<uint8_t> bytes;  // rows x (cols / 32) ggml blocks
+  };
+  std::map<std::string, BlockRows> block_weights;
+  // The blocks of rows [first_row, first_row + rows) of the tensor whose f32 values `data`
+  // points into (with `cols` columns), or null when that tensor has none.
+  const BlockRows* block_rows_for(const float* data, int64_t rows, int64_t cols, int64_t& first_row) const;
+  // For such weights once prepared from their blocks: the f32 copy's memory is given back (it
+  // reads as zeros afterwards).
+  void discard_dequantized(const float* data, int64_t count) const;
 };
 
 // `path` is a .safetensors file or a model directory (Hugging Face / Immich / ours:

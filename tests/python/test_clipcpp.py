@@ -97,7 +97,7 @@ def test_bad_input_raises_with_the_library_message(model):
         model.encode_text(["a photo of" + " cat" * 100])
     assert model.encode_text(["a photo of" + " cat" * 100], truncate=True).shape == (1, 128)
     with pytest.raises(ValueError, match="fp32"):
-        clipcpp.load(MODEL, precision="int8")
+        clipcpp.load(MODEL, precision="int2")
     with pytest.raises(ValueError, match="normalize"):
         model.encode_image(SHIP, normalize=False)
     with pytest.raises(clipcpp.ClipError, match="has no"):
@@ -151,3 +151,15 @@ def test_the_gil_is_released_while_computing(model):
     stop.set()
     t.join()
     assert during > 1000, during
+
+
+def test_int4_precision_is_close_to_fp32(model):
+    """precision="int4" (4-bit q4_0 image blocks, runs on every CPU) gives embeddings within
+    issue 17's int4 bound (cosine >= 0.99) of fp32, and not the fp32 numbers themselves."""
+    low = clipcpp.load(MODEL, precision="int4")
+    a, b = model.encode_image([SHIP]), low.encode_image([SHIP])
+    cos = float((a * b).sum() / np.linalg.norm(a) / np.linalg.norm(b))
+    assert 0.99 <= cos < 1.0
+    t = ["a photo of a ship."]
+    a, b = model.encode_text(t), low.encode_text(t)
+    assert float((a * b).sum() / np.linalg.norm(a) / np.linalg.norm(b)) >= 0.99
