@@ -9,7 +9,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "backend/cpu_features.h"
@@ -90,6 +92,68 @@ TEST(Int8, FeaturesWithinCosine999OfFp32OrAClearError) {
 // int4 runs everywhere (its kernel has a portable path): bound 0.99 (issue 17).
 TEST(Int4, FeaturesWithinCosine99OfFp32) {
   check_precision(clip::Precision::INT4, true, 0.99, "");
+}
+
+// A ResNet tower's convolutions on the low-precision products (im2col rows x the prepared
+// weight): the shipped ModifiedResNet (trained; models/cifar10-rn-small) on a batch of real
+// CIFAR-10 test images as pixels, each precision within its bound of fp32, and not exact.
+TEST(LowPrecision, ResNetConvolutionsWithinTheBoundsOfEachPrecision) {
+  const std::string model = std::string(CLIP_SOURCE_DIR) + "/models/cifar10-rn-small";
+  clip::ClipModel fp32(clip::load_checkpoint(model));
+  const int S = fp32.image_size(), E = fp32.embed_dim(), B = 8;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> g;
+  std::vector<float> pixels(size_t(B) * 3 * S * S);
+  for (float& p : pixels) p = g(rng);
+  std::vector<float> want(size_t(B) * E), got(size_t(B) * E);
+  fp32.encode_images(pixels.data(), B, want.data());
+  const struct {
+    clip::Precision p;
+    bool available;
+    double bound;
+  } cases[] = {{clip::Precision::BF16, clip::bf16_available(), 0.9995},
+               {clip::Precision::INT8, clip::int8_available(), 0.999},
+               {clip::Precision::INT4, true, 0.99}};
+  for (const auto& c : cases) {
+    if (!c.available) continue;  // the error path: check_precision above
+    clip::ClipModel low(clip::load_checkpoint(model), c.p);
+    for (int batch : {1, B}) {
+      low.encode_images(pixels.data(), batch, got.data());
+      const double cos = clip::test::min_row_cosine(want.data(), got.data(), size_t(batch) * E, size_t(E));
+      std::printf("ResNet %s, batch %d: min cosine to fp32 %.6f\n", clip::precision_name(c.p), batch, cos);
+      EXPECT_GE(cos, c.bound) << clip::precision_name(c.p);
+      EXPECT_LT(cos, 1.0) << clip::precision_name(c.p) << ": the fp32 numbers";
+    }
+  }
+}
+
+// Two models encoding at once on two threads (a server with two models, Python threads): each
+// gets its own results, bit for bit, for every precision (the low-precision paths keep
+// per-thread buffers and oneDNN primitives shared between calls).
+TEST(LowPrecision, TwoModelsEncodingConcurrentlyGiveTheirOwnResults) {
+  const std::string d = reference();
+  ASSERT_FALSE(d.empty());
+  std::vector<clip::Precision> precisions = {clip::Precision::F32, clip::Precision::INT4};
+  if (clip::bf16_available()) precisions.push_back(clip::Precision::BF16);
+  if (clip::int8_available()) precisions.push_back(clip::Precision::INT8);
+  std::vector<int64_t> ps;
+  const std::vector<float> pixels = clip::read_npy_f32(d + "/golden/pixels.npy", ps);
+  const int B = int(ps[0]);
+  for (clip::Precision p : precisions) {
+    clip::ClipModel a(clip::load_checkpoint(d + "/openai/model.safetensors"), p);
+    clip::ClipModel b(clip::load_checkpoint(d + "/openai/model.safetensors"), p);
+    const size_t n = size_t(B) * a.embed_dim();
+    std::vector<float> want(n);
+    a.encode_images(pixels.data(), B, want.data());
+    for (int round = 0; round < 20; ++round) {
+      std::vector<float> ra(n), rb(n);
+      std::thread t([&] { a.encode_images(pixels.data(), B, ra.data()); });
+      b.encode_images(pixels.data(), B, rb.data());
+      t.join();
+      ASSERT_EQ(ra, want) << clip::precision_name(p) << " round " << round;
+      ASSERT_EQ(rb, want) << clip::precision_name(p) << " round " << round;
+    }
+  }
 }
 
 TEST(Bf16, PrecisionNamesAreParsedOrRefused) {

@@ -133,7 +133,7 @@ void ModelFlags::add_to(CLI::App* c, bool model_required) {
 
 void add_precision_option(CLI::App* c, std::string& precision) {
   c->add_option("--precision", precision,
-                "Transformer products: fp32 (the reference numbers), bf16 (where the CPU has AVX512-BF16 or AMX) "
+                "Transformer products: fp32 (the reference numbers), bf16 (where the CPU has AVX512-BF16 or AMX), "
                 "int8 (int8 weights, per-row int8 inputs; where it has AVX512-VNNI or AMX) or int4 (4-bit weights in "
                 "q4_0 blocks, any CPU); see clip info --system. Weights stored q4_0/q8_0 in a GGUF file run as stored")
       ->check(CLI::IsMember({"fp32", "bf16", "int8", "int4"}))

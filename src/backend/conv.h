@@ -18,6 +18,8 @@
 #include <memory>
 #include <vector>
 
+#include "backend/matmul.h"
+
 namespace clip::conv {
 
 struct Conv2dShape {
@@ -57,7 +59,15 @@ struct ConvWeights {
   // Backend state for these weights (filled on first use per input size); a copy of
   // ConvWeights must not share it, so the constructors below each make a fresh one.
   std::shared_ptr<ConvPrimitiveCache> cache;
+  // Set by prepare_conv_products for bf16 / int8 / int4: the im2col products run on this
+  // preparation of `weight` ([out, kh kw in] rows; the low-precision paths of
+  // backend/matmul.h), the epilogue in f32. Used only while it prepares this object's
+  // `weight` (a copy of the struct falls back to f32).
+  std::shared_ptr<const PackedWeight> prepared;
 };
+
+// Prepares `w`'s products in `precision` (F32: nothing; the f32 backends as before).
+void prepare_conv_products(ConvWeights& w, Precision precision);
 
 // PyTorch's OIHW weight [out, in, k, k] (and optional bias) into ConvWeights.
 ConvWeights make_conv_weights(const Conv2dShape& shape, const float* weight_oihw,

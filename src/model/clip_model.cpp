@@ -21,7 +21,7 @@ class ResNetVisual {};
 ClipModel::ClipModel(LoadedCheckpoint ckpt, Precision precision) : ckpt_(std::move(ckpt)), precision_(precision) {
   if (ckpt_.config.vision.is_resnet()) {
 #if defined(CLIP_HAVE_RESNET_TOWER)
-    resnet_ = std::make_unique<ResNetVisual>(ckpt_);
+    resnet_ = std::make_unique<ResNetVisual>(ckpt_, precision);
 #else
     throw Error(ckpt_.weights_path + ": ResNet towers not yet supported");
 #endif

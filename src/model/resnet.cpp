@@ -74,7 +74,7 @@ int stem_out(int image) { return conv::conv_out_size(image, 3, 2, 1) / 2; }
 
 }  // namespace
 
-ResNetVisual::ResNetVisual(const LoadedCheckpoint& ck) : weights_(std::make_unique<Weights>()) {
+ResNetVisual::ResNetVisual(const LoadedCheckpoint& ck, Precision precision) : weights_(std::make_unique<Weights>()) {
   Weights& W = *weights_;
   const std::string src = source_of(ck);
   // ---- architecture from the shapes (openai/CLIP build_model), checked against the config
@@ -144,7 +144,8 @@ ResNetVisual::ResNetVisual(const LoadedCheckpoint& ck) : weights_(std::make_uniq
     if (name.ends_with("." + ds) && !params.count(name) &&
         params.count(name.substr(0, name.size() - ds.size()) + "conv1.weight"))
       throw Error(src + ": unexpected tensor '" + name + "' (this block keeps its shape)");
-  W.tower->prepare([&ck](const std::string& name, const std::vector<int64_t>& shape) { return data(ck, name, shape); });
+  W.tower->prepare([&ck](const std::string& name, const std::vector<int64_t>& shape) { return data(ck, name, shape); },
+                   precision);
 }
 
 ResNetVisual::~ResNetVisual() = default;

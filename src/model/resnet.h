@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/matmul.h"
 #include "model/config.h"
 #include "model/weights.h"
 
@@ -22,7 +23,8 @@ class ResNetVisual {
   // taken from ckpt.config.vision when it names a ResNet and checked against the tensor
   // shapes; otherwise it is inferred from the shapes (as openai/CLIP's build_model does).
   // Throws clip::Error naming the tensor when one is missing or has the wrong shape.
-  explicit ResNetVisual(const LoadedCheckpoint& ckpt);
+  // `precision`: how the convolutions' products run (backend/matmul.h; the attention pool stays f32).
+  explicit ResNetVisual(const LoadedCheckpoint& ckpt, Precision precision = Precision::F32);
   ~ResNetVisual();
   ResNetVisual(ResNetVisual&&) noexcept;
   ResNetVisual& operator=(ResNetVisual&&) noexcept;

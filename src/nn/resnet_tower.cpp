@@ -447,7 +447,7 @@ void ResNetTower<T>::backward(const T* d_features) {
 // ------------------------------------------------------------------ inference
 
 template <typename T>
-void ResNetTower<T>::prepare(const TensorSource& tensor) {
+void ResNetTower<T>::prepare(const TensorSource& tensor, Precision precision) {
   if constexpr (!std::is_same_v<T, float>) {
     throw Error("only a float ResNet tower can be prepared for inference");
   } else {
@@ -461,6 +461,7 @@ void ResNetTower<T>::prepare(const TensorSource& tensor) {
           tensor(u.bn_name + ".weight", {o}), tensor(u.bn_name + ".bias", {o}),
           tensor(u.bn_name + ".running_mean", {o}), tensor(u.bn_name + ".running_var", {o}),
           float(eps_));
+      conv::prepare_conv_products(p->units[u.id], precision);
     };
     for (const Unit* u : {&stem1_, &stem2_, &stem3_}) fold(*u);
     for (const Block& b : blocks_) {

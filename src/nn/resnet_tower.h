@@ -117,10 +117,12 @@ class ResNetTower {
   // its weights in place. `tensor(name, shape)` gives each float tensor by its OpenAI name (a
   // checkpoint's; it must outlive the preparation and throw for a missing one); without it,
   // the tower's own parameters and running statistics (validation during training: drop the
-  // preparation before they change). T = float.
+  // preparation before they change). T = float. `precision` (bf16, int8, int4): the
+  // convolutions' products on low-precision preparations of the folded weights (im2col rows x
+  // backend/matmul.h PackedWeight); the attention pool stays f32.
   using TensorSource =
       std::function<const float*(const std::string& name, const std::vector<int64_t>& shape)>;
-  void prepare(const TensorSource& tensor);
+  void prepare(const TensorSource& tensor, Precision precision = Precision::F32);
   void prepare();
   void unprepare() { prepared_.reset(); }
   bool prepared() const { return prepared_ != nullptr; }
