@@ -1,4 +1,5 @@
-// ModifiedResNet image encoding (docs/benchmarks/resnet.md): RN50 at batch 1 and 32, with the
+// ModifiedResNet image encoding (docs/benchmarks/resnet.md): RN50 at batch 1 and 32 and each
+// precision (fp32, and bf16 / int8 / int4 where the CPU has them), with the
 // per-stage split as counters (ms_stem, ms_layer1..4, ms_attnpool: mean per iteration), and
 // single convolutions at RN50's shapes on each backend (BM_Conv).
 //
@@ -8,6 +9,8 @@
 // Side by side with PyTorch: tools/bench_torch_resnet.py --cpp-bench <this binary>.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
@@ -26,42 +29,60 @@ std::string weights_path() {
   return std::string(CLIP_SOURCE_DIR) + "/build/resnet-bench/rn50.safetensors";
 }
 
-const clip::ResNetVisual* encoder(std::string& error) {
-  static std::unique_ptr<clip::ResNetVisual> enc;
-  static std::string load_error;
-  static bool tried = false;
-  if (!tried) {
-    tried = true;
+// The encoder at precision index p (0 fp32, 1 bf16, 2 int8, 3 int4), loaded once.
+const clip::Precision kPrecisions[] = {clip::Precision::F32, clip::Precision::BF16, clip::Precision::INT8,
+                                       clip::Precision::INT4};
+const clip::ResNetVisual* encoder(int p, std::string& error) {
+  static std::unique_ptr<clip::ResNetVisual> enc[4];
+  static std::string load_error[4];
+  static bool tried[4] = {false, false, false, false};
+  if (!tried[p]) {
+    tried[p] = true;
     const std::string path = weights_path();
     if (!std::filesystem::exists(path)) {
-      load_error = path + " not found: set CLIP_RESNET_WEIGHTS or run /usr/bin/python3 tools/reference_resnet.py "
-                          "--preset rn50 --no-golden --text-width 64 --out build/resnet-bench";
+      load_error[p] = path + " not found: set CLIP_RESNET_WEIGHTS or run /usr/bin/python3 tools/reference_resnet.py "
+                             "--preset rn50 --no-golden --text-width 64 --out build/resnet-bench";
     } else {
       try {
-        enc = std::make_unique<clip::ResNetVisual>(clip::load_checkpoint(path));
+        enc[p] = std::make_unique<clip::ResNetVisual>(clip::load_checkpoint(path), kPrecisions[p]);
       } catch (const std::exception& e) {
-        load_error = e.what();
+        load_error[p] = e.what();
       }
     }
   }
-  error = load_error;
-  return enc.get();
+  error = load_error[p];
+  return enc[p].get();
 }
 
+// Args {batch, precision index}; the features' min cosine to fp32's on the same pixels is a
+// counter (issue 17's bounds: 0.9995 bf16, 0.999 int8, 0.99 int4).
 void BM_ResNetEncode(benchmark::State& state) {
   std::string error;
-  const clip::ResNetVisual* enc = encoder(error);
-  if (!enc) {
+  const int p = int(state.range(1));
+  const clip::ResNetVisual* enc = encoder(p, error);
+  const clip::ResNetVisual* reference = encoder(0, error);
+  if (!enc || !reference) {
     state.SkipWithError(error.c_str());
     return;
   }
   const int batch = int(state.range(0));
-  const int S = enc->image_size();
-  std::vector<float> pixels(size_t(batch) * 3 * S * S), out(size_t(batch) * enc->embed_dim());
+  const int S = enc->image_size(), E = enc->embed_dim();
+  std::vector<float> pixels(size_t(batch) * 3 * S * S), out(size_t(batch) * E), want(out.size());
   std::mt19937 rng(1);
   std::normal_distribution<float> dist;
   for (float& v : pixels) v = dist(rng);
+  reference->encode(pixels.data(), batch, want.data());
   enc->encode(pixels.data(), batch, out.data());  // warm-up: first-touch of the buffers
+  double min_cosine = 1;
+  for (int b = 0; b < batch; ++b) {
+    double ab = 0, aa = 0, bb = 0;
+    for (int i = 0; i < E; ++i) {
+      const double x = out[size_t(b) * E + i], y = want[size_t(b) * E + i];
+      ab += x * y, aa += x * x, bb += y * y;
+    }
+    min_cosine = std::min(min_cosine, ab / std::sqrt(aa * bb));
+  }
+  state.counters["min cosine"] = min_cosine;
   double stage[6] = {0, 0, 0, 0, 0, 0};
   for (auto _ : state) {
     enc->encode(pixels.data(), batch, out.data());
@@ -75,7 +96,15 @@ void BM_ResNetEncode(benchmark::State& state) {
   for (int i = 0; i < 6; ++i) state.counters[names[i]] = stage[i] / n * 1e3;
   state.counters["img_per_s"] = benchmark::Counter(double(batch) * n, benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_ResNetEncode)->Arg(1)->Arg(32)->Unit(benchmark::kMillisecond)->UseRealTime();
+void encode_args(benchmark::internal::Benchmark* b) {
+  for (int64_t batch : {1, 32}) {
+    b->Args({batch, 0});
+    if (clip::bf16_available()) b->Args({batch, 1});
+    if (clip::int8_available()) b->Args({batch, 2});
+    b->Args({batch, 3});
+  }
+}
+BENCHMARK(BM_ResNetEncode)->Apply(encode_args)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // One convolution (BN folded, ReLU) at RN50's shapes, per backend, for the choice in
 // ConvBackend::Auto: {backend (0 im2col+OpenBLAS, 1 oneDNN), in, out, spatial, kernel, stride, batch}.

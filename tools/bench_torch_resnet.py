@@ -72,7 +72,7 @@ def time_torch(model, size, batch, iters, min_time):
 
 def run_cpp(binary, weights, batches, min_time, threads):
     env = dict(os.environ, CLIP_RESNET_WEIGHTS=weights, OMP_NUM_THREADS=str(threads))
-    flt = "BM_ResNetEncode/(" + "|".join(str(b) for b in batches) + ")/"
+    flt = "BM_ResNetEncode/(" + "|".join(str(b) for b in batches) + ")/0/"  # fp32
     cmd = [binary, f"--benchmark_filter={flt}", f"--benchmark_min_time={min_time}",
            "--benchmark_format=json"]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True)

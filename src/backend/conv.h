@@ -59,14 +59,15 @@ struct ConvWeights {
   // Backend state for these weights (filled on first use per input size); a copy of
   // ConvWeights must not share it, so the constructors below each make a fresh one.
   std::shared_ptr<ConvPrimitiveCache> cache;
-  // Set by prepare_conv_products for bf16 / int8 / int4: the im2col products run on this
+  // Set by prepare_conv_products for int8 / int4: the im2col products run on this
   // preparation of `weight` ([out, kh kw in] rows; the low-precision paths of
   // backend/matmul.h), the epilogue in f32. Used only while it prepares this object's
   // `weight` (a copy of the struct falls back to f32).
   std::shared_ptr<const PackedWeight> prepared;
 };
 
-// Prepares `w`'s products in `precision` (F32: nothing; the f32 backends as before).
+// Prepares `w`'s products in `precision` (F32 and BF16: nothing, the f32 backends as before;
+// bf16 through im2col measured slower than them).
 void prepare_conv_products(ConvWeights& w, Precision precision);
 
 // PyTorch's OIHW weight [out, in, k, k] (and optional bias) into ConvWeights.

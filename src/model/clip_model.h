@@ -18,9 +18,9 @@ class ClipModel {
  public:
   // Takes the checkpoint and keeps it (its tensors back the weights). Throws clip::Error
   // naming the file and the tensor when a weight is missing or has the wrong shape.
-  // `precision`: how the transformer blocks' linear layers and a ResNet tower's convolutions
-  // run (backend/matmul.h; BF16 needs bf16_available(), INT8 int8_available()); attention, the
-  // ResNet attention pool, LayerNorm and the projections stay f32.
+  // `precision`: how the transformer blocks' linear layers and (int8, int4) a ResNet tower's
+  // convolutions run (backend/matmul.h; BF16 needs bf16_available(), INT8 int8_available());
+  // attention, the ResNet attention pool, LayerNorm and the projections stay f32.
   explicit ClipModel(LoadedCheckpoint ckpt, Precision precision = Precision::F32);
   Precision precision() const { return precision_; }
   ~ClipModel();

@@ -117,9 +117,10 @@ class ResNetTower {
   // its weights in place. `tensor(name, shape)` gives each float tensor by its OpenAI name (a
   // checkpoint's; it must outlive the preparation and throw for a missing one); without it,
   // the tower's own parameters and running statistics (validation during training: drop the
-  // preparation before they change). T = float. `precision` (bf16, int8, int4): the
-  // convolutions' products on low-precision preparations of the folded weights (im2col rows x
-  // backend/matmul.h PackedWeight); the attention pool stays f32.
+  // preparation before they change). T = float. `precision` (int8, int4): the convolutions'
+  // products on low-precision preparations of the folded weights (im2col rows x
+  // backend/matmul.h PackedWeight; bf16 keeps them f32, conv::prepare_conv_products says why);
+  // the attention pool stays f32.
   using TensorSource =
       std::function<const float*(const std::string& name, const std::vector<int64_t>& shape)>;
   void prepare(const TensorSource& tensor, Precision precision = Precision::F32);
