@@ -4,8 +4,8 @@
 //   * every block format decodes exactly as gguf-py decodes it (q8_0, q4_0, q4_1, q5_0, q5_1);
 //   * features against the f32 safetensors of the same weights: cosine >= 0.99999 (f32 file:
 //     its patch embedding is f16, as clip.cpp stores it), >= 0.9999 (f16), >= 0.999 (q8_0);
-//     on ViT-B/32 (GgufSlow) >= 0.999 for q8_0 (issue 17's bound) and q4_0 measured (0.954,
-//     below the issue's 0.99);
+//     on ViT-B/32 (GgufSlow) >= 0.999 for q8_0 and >= 0.99 for `clip convert`'s q4_0 (issue 17's
+//     bounds; its text blocks are q8_0); q4_0 / q8_0 weights run on the block kernels as stored;
 //   * `clip convert` writes the same tensor names, types and shapes and the same metadata keys
 //     as the Python writer, and bit-identical q8_0 / q4_0 blocks (ggml's reference quantizers);
 //     its output loads back;
@@ -164,13 +164,26 @@ TEST_F(Gguf, ConvertWritesWhatClipCppsConverterWrites) {
       ASSERT_TRUE(by_name.count(t.name)) << type << ": " << t.name;
       const clip::GgufTensorInfo& u = *by_name[t.name];
       EXPECT_EQ(t.shape, u.shape) << t.name;
-      EXPECT_EQ(t.type, u.type) << type << ": " << t.name;
+      // One deliberate difference: q4_0 keeps all but the image tower's blocks in q8_0.
+      const bool image_block = t.name.rfind("v.blk.", 0) == 0;
+      if (std::string(type) == "q4_0" && !image_block && u.type == clip::GgmlType::Q4_0)
+        EXPECT_EQ(t.type, clip::GgmlType::Q8_0) << t.name;
+      else
+        EXPECT_EQ(t.type, u.type) << type << ": " << t.name;
       if (t.type == u.type && t.nbytes == u.nbytes) {
         EXPECT_EQ(std::memcmp(abytes.data() + t.offset, bbytes.data() + u.offset, t.nbytes), 0) << type << ": " << t.name;
       }
     }
-    // And it loads back as the model.
-    EXPECT_GE(min_cosine(features(ours), features(theirs), 6), 0.999999) << type;
+    // And it loads back as the model (q4_0: at least as close to the f32 weights as the
+    // all-4-bit file).
+    if (std::string(type) == "q4_0") {
+      const std::vector<float> ref = features(files() + "/hf");
+      const double c_ours = min_cosine(features(ours), ref, 6), c_theirs = min_cosine(features(theirs), ref, 6);
+      std::printf("q4_0 written by clip convert: min cosine to f32 %.6f (all weights in q4_0: %.6f)\n", c_ours, c_theirs);
+      EXPECT_GT(c_ours, c_theirs);
+    } else {
+      EXPECT_GE(min_cosine(features(ours), features(theirs), 6), 0.999999) << type;
+    }
   }
   clip::test::CliRun r = clip::test::run_clip("convert " + files() + "/hf " + out + "/x.gguf --type q5_0", out);
   EXPECT_EQ(r.status, 1);
@@ -212,11 +225,10 @@ TEST(GgufSlow, VitB32WithinIssueBoundsAtQ8AndQ4) {
   const std::vector<float> ref = run(d + "/hf");
   const std::string scratch = std::string(CLIP_BINARY_DIR) + "/test_tmp/gguf_vitb32/out_" + std::to_string(::getpid());
   fs::create_directories(scratch);
-  // q8_0 meets issue 17's int8 bound (0.999; measured 0.99985). q4_0 does not meet its int4
-  // bound of 0.99: every 2-D weight in 4-bit blocks gives 0.954 here (keeping the embeddings and
-  // projections in f16 only reaches 0.966), so 0.95 guards against regressions and the gap is
-  // reported (docs/RESULTS.md).
-  for (const auto& [type, min] : std::map<std::string, double>{{"q8_0", 0.999}, {"q4_0", 0.95}}) {
+  // Issue 17's bounds: q8_0 the int8 one (0.999), q4_0 the int4 one (0.99; `clip convert` keeps
+  // the text tower's blocks in q8_0: every 2-D weight in 4 bits, as clip.cpp's quantizer writes
+  // them, gave 0.954 here).
+  for (const auto& [type, min] : std::map<std::string, double>{{"q8_0", 0.999}, {"q4_0", 0.99}}) {
     const std::string out = scratch + "/vitb32-" + type + ".gguf";
     clip::test::CliRun r = clip::test::run_clip("convert " + d + "/hf " + out + " --type " + type, scratch);
     ASSERT_EQ(r.status, 0) << r.err;

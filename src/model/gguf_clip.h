@@ -32,7 +32,9 @@ std::map<std::string, LoadedCheckpoint::BlockRows> clip_gguf_block_weights(const
 
 // Writes the model's `canonical` tensors (OpenAI names, as loaded) as clip.cpp writes a model of
 // `file_type` f32 or f16 (under Hugging Face's names, which it derives its own from), with every 2-D weight in `weight_type` (f32, f16, q8_0, q4_0) and the
-// 4-D patch embedding in f16, and `tokens` as the token list. Atomic.
+// 4-D patch embedding in f16, and `tokens` as the token list. q4_0 puts only the image tower's
+// blocks in q4_0 and the other 2-D weights in q8_0 (as `--precision int4` does; clip.cpp reads
+// per-tensor types). Atomic.
 void write_clip_gguf(const std::string& path, const std::map<std::string, Tensor>& canonical, const ModelConfig& config,
                      const std::vector<std::string>& tokens, GgmlType weight_type, const std::vector<float>& image_mean,
                      const std::vector<float>& image_std, const std::string& name);
