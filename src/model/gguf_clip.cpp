@@ -97,17 +97,28 @@ std::map<std::string, LoadedCheckpoint::BlockRows> clip_gguf_block_weights(const
     }
     if (parts.size() != m.names.size() || parts.empty()) continue;
     const GgmlType type = parts[0]->type;
-    if (type != GgmlType::Q4_0 && type != GgmlType::Q8_0) continue;
+    // q4_0 and q8_0 as stored; q4_1, q5_0, q5_1 (block formats the kernels do not take)
+    // re-quantized once to q8_0 (8-bit steps of each block's range: far finer than theirs).
+    const bool as_stored = type == GgmlType::Q4_0 || type == GgmlType::Q8_0;
+    if (!as_stored && type != GgmlType::Q4_1 && type != GgmlType::Q5_0 && type != GgmlType::Q5_1) continue;
     LoadedCheckpoint::BlockRows b;
     b.format = type == GgmlType::Q4_0 ? BlockFormat::Q4_0 : BlockFormat::Q8_0;
     b.cols = shape[1];
     bool alike = true;
-    for (const GgufTensorInfo* p : parts) alike = alike && p->type == type && p->shape.size() == 2 && p->shape[1] == b.cols;
+    for (const GgufTensorInfo* p : parts)
+      alike = alike && p->type == type && p->shape.size() == 2 && p->shape[1] == b.cols && b.cols % 32 == 0;
     if (!alike) continue;  // mixed parts: dequantized like the other types
     for (const GgufTensorInfo* p : parts) {
       b.rows += p->shape[0];
       const uint8_t* data = f.tensor_data(*p);
-      b.bytes.insert(b.bytes.end(), data, data + p->nbytes);
+      if (as_stored) {
+        b.bytes.insert(b.bytes.end(), data, data + p->nbytes);
+      } else {
+        const Tensor values = f.to_f32(*p);
+        const size_t at = b.bytes.size();
+        b.bytes.resize(at + size_t(values.numel() / 32 * 34));
+        quantize_q8_0(values.f32(), values.numel(), b.bytes.data() + at);
+      }
     }
     if (b.rows != shape[0]) continue;  // a shape problem: the loader reports it
     out.emplace(canonical, std::move(b));

@@ -25,8 +25,9 @@ ModelConfig clip_gguf_config(const GgufFile& file);
 // to f32), plus "logit_scale"; unknown names are an error naming them.
 NamedTensors clip_gguf_hf_tensors(const GgufFile& file, const ModelConfig& config);
 // The transformer blocks' linear weights stored in q4_0 or q8_0 (all parts of one alike: in_proj
-// from attn_q, attn_k, attn_v), by canonical name, as stored: they run on the block kernels
-// (backend/block_quant.h) instead of dequantized.
+// from attn_q, attn_k, attn_v), by canonical name, as stored, and those stored in q4_1, q5_0 or
+// q5_1 re-quantized to q8_0: they run on the block kernels (backend/block_quant.h) instead of
+// widened to f32.
 std::map<std::string, LoadedCheckpoint::BlockRows> clip_gguf_block_weights(const GgufFile& file,
                                                                           const ModelConfig& config);
 
