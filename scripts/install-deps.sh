@@ -9,7 +9,7 @@ PKGS=(
   libopenblas-dev libopenblas0-pthread libdnnl-dev
   libjpeg62-turbo-dev libpng-dev libwebp-dev libgif-dev zlib1g-dev libtiff-dev libdeflate-dev
   nlohmann-json3-dev libcli11-dev libutf8proc-dev libarchive-dev
-  libsqlite3-dev libfaiss-dev libcpp-httplib-dev libssl-dev
+  libsqlite3-dev libfaiss-dev libcpp-httplib-dev libssl-dev libopenmpi-dev openmpi-bin
   chromium pybind11-dev python3-dev python3-pytest python3-venv
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev

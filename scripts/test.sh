@@ -22,7 +22,8 @@ system="$(build/clip info --system)"
 echo "== CPU: $(sed -n 's/^cpu: *//p' <<<"$system"); best: $(sed -n 's/^best isa: *//p' <<<"$system")"
 for cap in ${CLIP_TEST_ISA_CAPS:-avx512 avx2 sse41}; do
   echo "== Release tests with CLIP_MAX_ISA=$cap ($(CLIP_MAX_ISA=$cap build/clip info --system | sed -n 's/^oneDNN kernels: *//p') oneDNN kernels)"
-  CLIP_MAX_ISA=$cap ctest --test-dir build --output-on-failure -j "$JOBS"
+  # (Data-parallel tests (*Mpi*) check process coordination, not kernels: not repeated here.)
+  CLIP_MAX_ISA=$cap ctest --test-dir build --output-on-failure -j "$JOBS" -E Mpi
 done
 
 if [ "${CLIP_TEST_QUICK:-0}" = "1" ]; then exit 0; fi

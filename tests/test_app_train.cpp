@@ -648,3 +648,134 @@ TEST_F(TrainApp, ResNetTowerTrainsAndResumesExactly) {
   EXPECT_EQ(read_file((b / "model" / "open_clip_model.safetensors").string()), read_file(weights.string()))
       << "the resumed ResNet run's final weights or running statistics differ";
 }
+
+// ---- data parallel under mpirun (issue 18) ----
+namespace {
+
+// `mpirun -np N clip <args>` (as root too; more ranks than cores allowed), one thread each.
+Child spawn_mpi(int np, const std::vector<std::string>& args) {
+  std::vector<std::string> a = {"--allow-run-as-root", "--oversubscribe", "-np", std::to_string(np),
+                                std::string(CLIP_BINARY_DIR) + "/clip"};
+  a.insert(a.end(), args.begin(), args.end());
+  static int counter = 0;
+  Child c;
+  c.log = scratch() / ("mpi" + std::to_string(counter++) + ".log");
+  std::vector<std::string> argv = {"/usr/bin/mpirun"};
+  argv.insert(argv.end(), a.begin(), a.end());
+  c.pid = clip::test::spawn_with_output(argv, c.log.string(), /*with_stderr=*/true, [] {
+    ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+    ::setenv("OMP_NUM_THREADS", "1", 1);
+    // Under ASan: Open MPI's own allocations outlive MPI_Finalize (not clip's to free).
+    ::setenv("ASAN_OPTIONS", "detect_leaks=0", 1);
+  });
+  return c;
+}
+
+std::vector<double> train_losses(const fs::path& out) {
+  std::vector<double> loss;
+  for (const auto& j : records(out / "metrics.jsonl"))
+    if (j["type"] == "train") loss.push_back(j["loss"].get<double>());
+  return loss;
+}
+
+double largest_weight_difference(const fs::path& a, const fs::path& b) {
+  clip::SafetensorsFile fa = clip::SafetensorsFile::open(a.string()), fb = clip::SafetensorsFile::open(b.string());
+  double worst = 0;
+  for (const auto& t : fa.tensors()) {
+    const auto* u = fb.find(t.name);
+    EXPECT_TRUE(u) << t.name;
+    if (!u || t.dtype != clip::DType::F32) continue;
+    const float* x = reinterpret_cast<const float*>(fa.bytes(t));
+    const float* y = reinterpret_cast<const float*>(fb.bytes(*u));
+    for (int64_t i = 0; i < t.numel(); ++i) worst = std::max(worst, double(std::abs(x[i] - y[i])));
+  }
+  return worst;
+}
+
+void require_mpi() {
+  ASSERT_TRUE(fs::exists("/usr/bin/mpirun")) << "mpirun is missing: install openmpi-bin (scripts/install-deps.sh)";
+}
+
+}  // namespace
+
+// 2 processes x 4 samples against 1 process x 8, 20 steps: the same per-step losses (1e-4
+// relative) and nearly the same weights; config.json records the world size; a checkpoint of
+// the 2-process run resumes on 1 process and continues the same sample order.
+TEST_F(TrainApp, MpiTwoProcessesTrainAsOneAndResumeOnOne) {
+  require_mpi();
+  const fs::path one = reference_run();
+  const fs::path two = scratch() / "mpi_two";
+  Exit e = wait_for(spawn_mpi(2, train_args(two, 5, "0")));
+  ASSERT_EQ(e.status, 0) << e.log;
+  EXPECT_NE(e.log.find("2 processes"), std::string::npos) << e.log;
+  const nlohmann::json cfg = nlohmann::json::parse(read_text_file((two / "config.json").string()));
+  EXPECT_EQ(cfg["derived"]["world_size"], 2);
+  const std::vector<double> a = train_losses(one), b = train_losses(two);
+  ASSERT_EQ(a.size(), 20u);
+  ASSERT_EQ(b.size(), 20u);
+  double worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(a[i] - b[i]) / std::abs(a[i]));
+  const double wdiff = largest_weight_difference(one / "model" / "open_clip_model.safetensors",
+                                                 two / "model" / "open_clip_model.safetensors");
+  std::printf("2 processes vs 1: largest per-step loss relative difference %.3e, final weights' largest "
+              "difference %.3e\n", worst, wdiff);
+  EXPECT_LE(worst, 1e-4);
+  EXPECT_LE(wdiff, 1e-3);
+
+  // Step 10 of the 2-process run, resumed by one process.
+  const fs::path resumed = scratch() / "mpi_resumed";
+  fs::create_directories(resumed / "checkpoints");
+  fs::copy(two / "checkpoints" / "step_00000010", resumed / "checkpoints" / "step_00000010",
+           fs::copy_options::recursive);
+  Exit r = run(with(train_args(resumed, 5, "0"), {"--resume", "latest"}));
+  ASSERT_EQ(r.status, 0) << r.log;
+  const std::vector<double> c = train_losses(resumed);
+  ASSERT_EQ(c.size(), 10u);  // steps 11..20 (the metrics before the checkpoint were not copied)
+  double worst_resumed = 0;
+  for (size_t i = 0; i < c.size(); ++i) worst_resumed = std::max(worst_resumed, std::abs(c[i] - a[10 + i]) / std::abs(a[10 + i]));
+  std::printf("resumed on 1 process from the 2-process step 10: largest loss relative difference %.3e\n",
+              worst_resumed);
+  EXPECT_LE(worst_resumed, 1e-4);
+}
+
+// A rank killed (SIGKILL) in the middle of a run: the whole job ends, non-zero, within 30 s;
+// the last checkpoint is intact, and one process resumes and finishes the run.
+TEST_F(TrainApp, MpiKilledRankEndsTheJobAndOneProcessFinishesIt) {
+  require_mpi();
+  const fs::path out = scratch() / "mpi_killed";
+  std::vector<std::string> args = train_args(out, 2, "0");
+  *std::find(args.begin(), args.end(), "20") = "60";  // --steps 60: still running when killed
+  Child job = spawn_mpi(2, args);
+  // Wait for a checkpoint, then kill one rank (a child of mpirun running clip).
+  const auto deadline = Clock::now() + std::chrono::seconds(120);
+  while (step_dirs(out).size() < 2 && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_GE(step_dirs(out).size(), 2u) << read_text_file(job.log.string());
+  pid_t victim = -1;
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream st(e.path() / "stat");
+    std::string line;
+    std::getline(st, line);
+    const size_t close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(line.substr(close + 2));
+    char state;
+    pid_t ppid;
+    rest >> state >> ppid;
+    if (ppid == job.pid && line.find("(clip)") != std::string::npos) victim = pid_t(std::stol(name));
+  }
+  ASSERT_GT(victim, 0) << "no clip process under mpirun " << job.pid;
+  const auto killed_at = Clock::now();
+  ::kill(victim, SIGKILL);
+  Exit e = wait_for(job, 60);
+  const double seconds = std::chrono::duration<double>(Clock::now() - killed_at).count();
+  std::printf("killed rank (pid %d): the job ended with status %d after %.1f s\n", int(victim), e.status, seconds);
+  EXPECT_NE(e.status, 0) << e.log;
+  EXPECT_LT(seconds, 30.0);
+  EXPECT_FALSE(step_dirs(out).empty());
+  // One process finishes the run from the last checkpoint.
+  Exit r = run(with(args, {"--resume", "latest"}));
+  ASSERT_EQ(r.status, 0) << r.log;
+  EXPECT_TRUE(fs::exists(out / "model" / "open_clip_model.safetensors"));
+}

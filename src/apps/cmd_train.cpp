@@ -41,6 +41,7 @@
 #include "nn/clip_network.h"
 #include "train/run.h"
 #include "train/trainer.h"
+#include "backend/comm.h"
 #include "vision/image.h"
 #include "vision/preprocess.h"
 
@@ -94,6 +95,7 @@ const std::vector<Setting>& settings() {
       {"threads", Kind::Int, 0, "Compute threads (0: all cores); bitwise resume needs the same count", false},
       {"workers", Kind::Int, 2, "Image decoding threads of the loader", false},
       {"recompute", Kind::Flag, false, "Recompute activations in backward (less memory, same gradients)", false},
+      {"loss", Kind::Str, "clip", "clip (CLIP's softmax contrastive loss) or siglip (SigLIP's pairwise sigmoid loss; the model gets a learned logit_bias, init -10, and logit_scale starts at ln 10)", true},
       {"lock-image", Kind::Flag, false, "Freeze the image tower (locked-image tuning)", true},
       {"lock-text", Kind::Flag, false, "Freeze the text tower", true},
       {"augment-scale", Kind::Str, "0.9,1.0", "RandomResizedCrop area scale range MIN,MAX", true},
@@ -513,10 +515,21 @@ void run_train(Cli& cli) {
     check_output_file((fs::path(output) / "config.json").string(), "--output");
   }
 
-  // 2. Threads.
+  // 2. Threads, and the processes of a data-parallel run (mpirun -np N clip train ...).
   const int threads = int(cfg["threads"].get<int64_t>());
   if (threads > 0) set_num_threads(threads);
   const int used_threads = omp_get_max_threads();
+  Comm& comm = Comm::world();
+  {
+    const int64_t global_batch = cfg["batch-size"].get<int64_t>();
+    if (global_batch % comm.size() != 0)
+      throw Error("--batch-size " + std::to_string(global_batch) + " (the global batch) does not split evenly over " +
+                  std::to_string(comm.size()) + " processes");
+    if (comm.distributed() && comm.rank() == 0)
+      std::fprintf(stderr, "clip train: %d processes (%s), %lld samples each per step of %lld\n", comm.size(),
+                   comm.library().c_str(), static_cast<long long>(global_batch / comm.size()),
+                   static_cast<long long>(global_batch));
+  }
 
   // 3. Architecture, tokenizer, preprocessing, initial weights.
   ModelConfig mc;
@@ -575,6 +588,11 @@ void run_train(Cli& cli) {
     throw Error(vocab_source + ": the tokenizer has " + std::to_string(tok->vocab_size()) +
                 " tokens but the model's token embedding has " + std::to_string(mc.text.vocab_size) + " rows");
 
+  const std::string loss = cfg["loss"].get<std::string>();
+  if (loss != "clip" && loss != "siglip") throw Error("--loss " + loss + ": expected clip or siglip");
+  if (loss == "siglip" && !mc.init_logit_bias) mc.init_logit_bias = -10.0f;  // open_clip's SigLIP init
+  if (loss == "clip" && mc.init_logit_bias)
+    throw Error("the model has a logit_bias (a SigLIP model): train it with --loss siglip");
   nn::ClipNetwork<float> model(mc);
   if (checkpoint.empty()) {
     model.init_openai(uint64_t(cfg["seed"].get<int64_t>()));
@@ -650,6 +668,7 @@ void run_train(Cli& cli) {
   tc.micro_batch = cfg["micro-batch"];
   tc.freeze_image = cfg["lock-image"];
   tc.freeze_text = cfg["lock-text"];
+  tc.comm = &comm;
   train::Trainer<float> trainer(model, tc);
 
   // 6. Validation.
@@ -663,6 +682,7 @@ void run_train(Cli& cli) {
                          {"steps_per_epoch", steps_per_epoch},
                          {"epoch_size", epoch_size},
                          {"threads_used", used_threads},
+                         {"world_size", comm.size()},
                          {"model", describe_model_config(mc)},
                          {"parameters", model.num_params()},
                          {"vocabulary", vocab_source}};
@@ -681,6 +701,7 @@ void run_train(Cli& cli) {
   ro.seed = uint64_t(cfg["seed"].get<int64_t>());
   ro.config_json = resolved.dump();
   ro.model_extras = extras;
+  ro.comm = &comm;
   train::TrainRun run(model, trainer, source, ro);
   run.start(checkpoint);
   if (!resume.empty() && checkpoint.empty())
@@ -691,6 +712,10 @@ void run_train(Cli& cli) {
   const train::RunResult r = run.run(&stop, validator);
   // The graceful stop stays on until exit: a signal that lands after the last step (while the
   // result is printed) then changes nothing, instead of killing a finished run.
+  if (comm.rank() != 0) {  // rank 0 reports
+    if (!r.finished) throw CLI::RuntimeError(128 + std::max(stop.load(), 2));
+    return;
+  }
   if (!r.finished) {
     std::printf("stopped at step %lld of %lld; checkpoint %s\n", static_cast<long long>(r.step),
                 static_cast<long long>(total), r.checkpoint.c_str());
@@ -723,6 +748,8 @@ const CommandRegistrar train_command("train", 67, [](CLI::App& root) {
       "Examples:\n"
       "  clip train --train-data pairs.csv --model-config ViT-B-32 --batch-size 256 --epochs 10 --output runs/b32\n"
       "  clip train --config recipes/cifar10/rn-small.json --output runs/cifar10 --resume latest\n"
+      "  mpirun -np 4 clip train <the same flags>     data parallel: --batch-size is the global batch, split over\n"
+      "      the processes; rank 0 writes the folder; --resume latest works at any process count (docs/training.md)\n"
       "Ctrl-C (or SIGTERM) stops after the current step with a checkpoint; --resume latest continues it exactly.\n"
       "Piped, a line per --log-every steps; on a terminal, a progress line.");
   cmd->callback([cli] { run_train(*cli); });

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "apps/command.h"
+#include "backend/comm.h"
 #include "apps/stop_signals.h"
 #include "backend/cpu_features.h"
 #include "core/error.h"
@@ -106,11 +107,12 @@ int main(int argc, char** argv) {
     // A flag CLI11 rejected: the same one-line form as every other error, status 2 (usage).
     std::fprintf(stderr, "clip: error: %s (see clip %s--help)\n", e.what(), help_path(argc, argv).c_str());
     return 2;
-  } catch (const clip::Error& e) {
-    std::fprintf(stderr, "clip: error: %s\n", e.what());
-    return 1;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "clip: error: %s\n", e.what());
+  } catch (const std::exception& e) {  // clip::Error and the rest
+    // One rank of a data-parallel run (clip train under mpirun): the others are waiting for it
+    // in a collective, so the whole job ends here.
+    std::fprintf(stderr, "clip: error%s: %s\n", clip::comm_rank_suffix().c_str(), e.what());
+    std::fflush(stderr);
+    clip::comm_abort_job(1);
     return 1;
   }
   return 0;

@@ -74,8 +74,9 @@ ModelConfig parse_openclip(const json& cfg, const std::string& where) {
   c.embed_dim = get_int(cfg, "embed_dim", 512, where);
   // open_clip builds nn.GELU unless quick_gelu is set (OpenAI's weights need QuickGELU).
   c.activation = get_bool(cfg, "quick_gelu", false, where) ? Activation::QuickGELU : Activation::GELU;
-  reject_if(cfg.contains("init_logit_bias") && !cfg["init_logit_bias"].is_null(), where,
-            "\"init_logit_bias\" (SigLIP)");
+  // SigLIP's learned logit bias (its towers must still be ones this project implements).
+  if (cfg.contains("init_logit_bias") && !cfg["init_logit_bias"].is_null())
+    c.init_logit_bias = float(get_number(cfg, "init_logit_bias", -10.0, where));
   reject_if(is_set(cfg, "custom_text"), where, "\"custom_text\" (text tower under 'text.')");
   reject_if(cfg.contains("multimodal_cfg"), where, "\"multimodal_cfg\" (CoCa)");
 
@@ -273,6 +274,7 @@ std::string model_config_to_openclip_json(const ModelConfig& c) {
   json j;
   j["embed_dim"] = c.embed_dim;
   if (c.activation == Activation::QuickGELU) j["quick_gelu"] = true;
+  if (c.init_logit_bias) j["init_logit_bias"] = *c.init_logit_bias;
   json v;
   v["image_size"] = c.vision.image_size;
   if (c.vision.is_resnet()) {
@@ -300,6 +302,7 @@ std::string model_config_to_openclip_json(const ModelConfig& c) {
 
 std::string model_config_to_hf_json(const ModelConfig& c) {
   if (c.vision.is_resnet()) throw Error("Hugging Face CLIPModel has no ResNet vision tower");
+  if (c.init_logit_bias) throw Error("Hugging Face CLIPModel has no logit_bias (a SigLIP model): use open_clip's layout");
   const char* act = c.activation == Activation::QuickGELU ? "quick_gelu" : "gelu";
   json j;
   j["architectures"] = {"CLIPModel"};

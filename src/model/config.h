@@ -2,6 +2,7 @@
 // The architecture of a CLIP model, as data (open_clip's model-config vocabulary).
 // Filled either by inference from an OpenAI-style state dict's shapes (as the reference's
 // build_model does), from an open_clip JSON config, or from a Hugging Face config.json.
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,9 @@ struct ModelConfig {
   Activation activation = Activation::QuickGELU;
   float layer_norm_eps = 1e-5f;
   std::string name;  // e.g. "ViT-B-32" when known; informational
+  // SigLIP (open_clip's "init_logit_bias"): the model has a learned "logit_bias" beside
+  // logit_scale and trains with the pairwise sigmoid loss; the value is the bias's initial one.
+  std::optional<float> init_logit_bias;
 };
 
 }  // namespace clip

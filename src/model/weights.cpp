@@ -44,6 +44,7 @@ const TopLevelName kTopLevel[] = {
     {"visual.ln_post.bias", "vision_model.post_layernorm.bias", false},
     {"visual.proj", "visual_projection.weight", true},
     {"logit_scale", "logit_scale", false},
+    {"logit_bias", "logit_bias", false},  // SigLIP
 };
 
 struct BlockName {
@@ -591,7 +592,7 @@ LoadedCheckpoint load_checkpoint(const std::string& path, const LoadOptions& opt
       continue;
     }
     std::vector<int64_t> found = it->second.shape;
-    if (name == "logit_scale" && found == std::vector<int64_t>{1}) found = {};
+    if ((name == "logit_scale" || name == "logit_bias") && found == std::vector<int64_t>{1}) found = {};
     if (found != shape) {
       std::string what = it->second.transposed ? " (transposed: " + shape_string(it->second.parts[0]->shape) + " in the file)" : "";
       problems.push_back("tensor " + display(name) + " has shape " + shape_string(found) + what + ", expected " +

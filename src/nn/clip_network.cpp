@@ -114,6 +114,8 @@ void ClipNetwork<T>::define_parameters(const std::string& where, bool with_resne
   t_lnfin_b_ = add_param("ln_final.bias", {D}, Tower::Text);
   trange_ = {tstart, total_};
   logit_scale_offset_ = add_param("logit_scale", {}, Tower::Shared);
+  // SigLIP: the sigmoid loss's learned bias, right after logit_scale (the shared range).
+  if (config_.init_logit_bias) logit_bias_offset_ = add_param("logit_bias", {}, Tower::Shared);
 }
 
 std::vector<std::pair<std::string, std::vector<int64_t>>> parameter_schema(
@@ -148,7 +150,7 @@ ClipNetwork<T>::ClipNetwork(const ModelConfig& config) : config_(config) {
   if (resnet_) resnet_->bind(params_.data() + vrange_.first, grads_.data() + vrange_.first);
   const T* P = params_.data();
   bind_weights([P](const ParamEntry& e) { return P + e.offset; });
-  logit_scale_ref() = T(std::log(1.0 / 0.07));
+  init_logits();
 }
 
 template <typename T>
@@ -159,10 +161,10 @@ ClipNetwork<T>::ClipNetwork(const LoadedCheckpoint& ckpt, Precision precision)
   } else {
     define_parameters(ckpt.weights_path, /*with_resnet=*/false);
     bind_weights([&ckpt](const ParamEntry& e) -> const T* {
-      if (e.name == "logit_scale") {
+      if (e.name == "logit_scale" || e.name == "logit_bias") {
         const Tensor& ls = ckpt.get(e.name);
         if (ls.numel() != 1)
-          throw Error(ckpt.weights_path + ": logit_scale has shape " + ls.shape_str() +
+          throw Error(ckpt.weights_path + ": " + e.name + " has shape " + ls.shape_str() +
                       ", expected a single value");
         return ls.f32();
       }
@@ -311,7 +313,7 @@ template <typename T>
 std::pair<size_t, size_t> ClipNetwork<T>::tower_range(Tower tower) const {
   if (tower == Tower::Image) return vrange_;
   if (tower == Tower::Text) return trange_;
-  return {logit_scale_offset_, logit_scale_offset_ + 1};
+  return {logit_scale_offset_, logit_scale_offset_ + (has_logit_bias() ? 2 : 1)};
 }
 
 template <typename T>
@@ -377,7 +379,18 @@ void ClipNetwork<T>::init_openai(uint64_t seed) {
   fill(t_lnfin_w_, size_t(D), 1);
   fill(t_lnfin_b_, size_t(D), 0);
   normal(t_proj_, size_t(D * E), std::pow(double(D), -0.5));
-  logit_scale_ref() = T(std::log(1.0 / 0.07));
+  init_logits();
+}
+
+// CLIP: logit_scale = ln(1 / 0.07). SigLIP (open_clip's init): ln 10 and the configured bias (-10).
+template <typename T>
+void ClipNetwork<T>::init_logits() {
+  if (!has_logit_bias()) {
+    logit_scale_ref() = T(std::log(1.0 / 0.07));
+    return;
+  }
+  logit_scale_ref() = T(std::log(10.0));
+  params_[logit_bias_offset_] = T(*config_.init_logit_bias);
 }
 
 template <typename T>
@@ -392,6 +405,8 @@ void ClipNetwork<T>::load(const std::map<std::string, Tensor>& tensors, bool ign
   for (const auto& e : entries_) {
     if (resnet_ && e.tower == Tower::Image) continue;
     auto it = tensors.find(e.name);
+    // A CLIP checkpoint fine-tuned with the sigmoid loss: the bias keeps its initial value.
+    if (it == tensors.end() && e.name == "logit_bias" && ignore_unknown) continue;
     if (it == tensors.end()) throw Error("training: checkpoint lacks parameter '" + e.name + "'");
     const Tensor& t = it->second;
     if (t.shape != e.shape)

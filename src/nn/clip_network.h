@@ -130,6 +130,10 @@ class ClipNetwork {
   }
   T& logit_scale_ref() { return params_[logit_scale_offset_]; }
   T& logit_scale_grad() { return grads_[logit_scale_offset_]; }
+  // SigLIP models (ModelConfig::init_logit_bias): the sigmoid loss's learned bias.
+  bool has_logit_bias() const { return logit_bias_offset_ != kNone; }
+  T logit_bias() const { return params_[logit_bias_offset_]; }
+  T& logit_bias_grad() { return grads_[logit_bias_offset_]; }
 
   // openai/CLIP model.py's initialisation (initialize_parameters plus PyTorch's module
   // defaults for what it leaves alone), from a reproducible seeded generator.
@@ -307,6 +311,9 @@ class ClipNetwork {
   // parameter offsets
   size_t v_conv_, v_cls_, v_pos_, v_lnpre_w_, v_lnpre_b_, v_lnpost_w_, v_lnpost_b_, v_proj_;
   size_t t_tok_, t_pos_, t_lnfin_w_, t_lnfin_b_, t_proj_, logit_scale_offset_;
+  static constexpr size_t kNone = ~size_t(0);
+  size_t logit_bias_offset_ = kNone;
+  void init_logits();
   std::vector<BlockParams> vblocks_, tblocks_;
   // What the forward reads (bind_weights): the blocks' and the towers' other weights.
   std::vector<BlockWeights> vweights_, tweights_;

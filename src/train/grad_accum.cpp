@@ -1,6 +1,7 @@
 #include "train/grad_accum.h"
 
 #include <algorithm>
+#include <chrono>
 #include <vector>
 
 #include "core/error.h"
@@ -9,6 +10,99 @@
 namespace clip::train {
 
 using namespace clip::nn;
+
+namespace {
+// The loss of image rows [row0, row0 + rows) (all of them: row0 = 0, rows = N) against all N
+// texts, the gradients of all N feature rows, and the logit parameters' gradients set: CLIP's
+// softmax loss, or SigLIP's sigmoid loss for a model with a logit bias.
+template <typename T>
+ClipLossResult<T> loss_and_feature_gradients(ClipNetwork<T>& model, const T* img, const T* txt, int64_t N, int64_t E,
+                                             int64_t row0, int64_t rows, T* dimg, T* dtxt) {
+  T dscale = 0;
+  ClipLossResult<T> r;
+  if (model.has_logit_bias()) {
+    T dbias = 0;
+    r.loss = siglip_loss_rows<T>(img, txt, N, E, model.logit_scale(), model.logit_bias(), row0, rows, dimg, dtxt,
+                                 &dscale, &dbias).loss;
+    model.logit_bias_grad() = dbias;
+  } else if (row0 == 0 && rows == N) {
+    r = clip_loss<T>(img, txt, N, E, model.logit_scale(), dimg, dtxt, &dscale);
+  } else {
+    r = clip_loss_rows<T>(img, txt, N, E, model.logit_scale(), row0, rows, dimg, dtxt, &dscale);
+  }
+  model.logit_scale_grad() = dscale;
+  return r;
+}
+
+// contrastive_gradients across the ranks of options.comm (see GradientOptions::comm).
+template <typename T>
+ClipLossResult<T> distributed_gradients(ClipNetwork<T>& model, const float* pixels, const int32_t* ids, int64_t N,
+                                        int64_t mb, const GradientOptions& options) {
+  Comm& comm = *options.comm;
+  double comm_seconds = 0;
+  auto timed = [&comm_seconds](auto&& collective) {
+    const auto t0 = std::chrono::steady_clock::now();
+    collective();
+    comm_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  const ModelConfig& c = model.config();
+  const int64_t E = c.embed_dim, ctx = c.text.context_length;
+  const int64_t image_elems = 3 * int64_t(c.vision.image_size) * c.vision.image_size;
+  const int64_t W = comm.size(), global = W * N, row0 = int64_t(comm.rank()) * N;
+  std::vector<T> img(size_t(N * E)), txt(size_t(N * E));
+  // 1. this rank's features (kept activations when it runs in one pass)
+  for (int64_t b = 0; b < N; b += mb) {
+    const int64_t n = std::min(mb, N - b);
+    model.forward_image(pixels + b * image_elems, n, img.data() + b * E);
+    model.forward_text(ids + b * ctx, n, txt.data() + b * E);
+  }
+  // 2. every rank's features, this rank's share of the loss and its gradient for all of them
+  std::vector<T> all_img(size_t(global * E)), all_txt(size_t(global * E));
+  timed([&] {
+    comm.allgather(img.data(), N * E, all_img.data());
+    comm.allgather(txt.data(), N * E, all_txt.data());
+  });
+  test_point("loss");
+  std::vector<T> d_all_img(all_img.size()), d_all_txt(all_txt.size());
+  ClipLossResult<T> r = loss_and_feature_gradients<T>(model, all_img.data(), all_txt.data(), global, E, row0, N,
+                                                      d_all_img.data(), d_all_txt.data());
+  // 3. the gradients of this rank's features, summed over every rank's share
+  std::vector<T> dimg(size_t(N * E)), dtxt(size_t(N * E));
+  timed([&] {
+    comm.reduce_scatter_sum(d_all_img.data(), N * E, dimg.data());
+    comm.reduce_scatter_sum(d_all_txt.data(), N * E, dtxt.data());
+  });
+  test_point("backward");
+  if (mb == N) {
+    if (options.train_image) model.backward_image(dimg.data());
+    if (options.train_text) model.backward_text(dtxt.data());
+  } else {
+    std::vector<T> scratch(size_t(mb * E));
+    for (int64_t b = 0; b < N; b += mb) {
+      const int64_t n = std::min(mb, N - b);
+      if (options.train_image) {
+        model.forward_image(pixels + b * image_elems, n, scratch.data(), /*update_running_stats=*/false);
+        model.backward_image(dimg.data() + b * E);
+      }
+      if (options.train_text) {
+        model.forward_text(ids + b * ctx, n, scratch.data());
+        model.backward_text(dtxt.data() + b * E);
+      }
+    }
+  }
+  // 4. the parameter gradients of every rank's rows (the logit parameters' shares too), summed
+  double losses[3] = {r.loss, r.loss_image_to_text, r.loss_text_to_image};
+  timed([&] {
+    comm.allreduce_sum(model.grads(), int64_t(model.num_params()));
+    comm.allreduce_sum(losses, 3);
+  });
+  r.comm_seconds = comm_seconds;
+  r.loss = losses[0] / double(W);
+  r.loss_image_to_text = losses[1] / double(W);
+  r.loss_text_to_image = losses[2] / double(W);
+  return r;
+}
+}  // namespace
 
 template <typename T>
 ClipLossResult<T> contrastive_gradients(ClipNetwork<T>& model, const float* pixels,
@@ -21,18 +115,16 @@ ClipLossResult<T> contrastive_gradients(ClipNetwork<T>& model, const float* pixe
   const int64_t mb = options.micro_batch <= 0 ? N : std::min(options.micro_batch, N);
   test_point("forward");
   model.zero_grad();
+  if (options.comm && options.comm->distributed()) return distributed_gradients(model, pixels, ids, N, mb, options);
   std::vector<T> img(size_t(N * E)), txt(size_t(N * E)), dimg(size_t(N * E)), dtxt(size_t(N * E));
-  T dscale = 0;
   if (mb == N) {
     model.forward_image(pixels, N, img.data());
     model.forward_text(ids, N, txt.data());
     test_point("loss");
-    auto r = clip_loss<T>(img.data(), txt.data(), N, E, model.logit_scale(), dimg.data(),
-                          dtxt.data(), &dscale);
+    auto r = loss_and_feature_gradients<T>(model, img.data(), txt.data(), N, E, 0, N, dimg.data(), dtxt.data());
     test_point("backward");
     if (options.train_image) model.backward_image(dimg.data());
     if (options.train_text) model.backward_text(dtxt.data());
-    model.logit_scale_grad() = dscale;
     return r;
   }
   // 1. features of every micro-batch
@@ -43,8 +135,7 @@ ClipLossResult<T> contrastive_gradients(ClipNetwork<T>& model, const float* pixe
   }
   // 2. the loss over the whole batch
   test_point("loss");
-  auto r = clip_loss<T>(img.data(), txt.data(), N, E, model.logit_scale(), dimg.data(),
-                        dtxt.data(), &dscale);
+  auto r = loss_and_feature_gradients<T>(model, img.data(), txt.data(), N, E, 0, N, dimg.data(), dtxt.data());
   // 3. re-run each micro-batch with its rows' feature gradients
   std::vector<T> scratch(size_t(mb * E));
   for (int64_t b = 0; b < N; b += mb) {
@@ -60,7 +151,6 @@ ClipLossResult<T> contrastive_gradients(ClipNetwork<T>& model, const float* pixe
       model.backward_text(dtxt.data() + b * E);
     }
   }
-  model.logit_scale_grad() = dscale;
   return r;
 }
 

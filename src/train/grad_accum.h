@@ -14,6 +14,7 @@
 // (micro_batch <= 0 or >= N) the forward runs once.
 #include <cstdint>
 
+#include "backend/comm.h"
 #include "nn/clip_network.h"
 #include "train/loss.h"
 
@@ -26,10 +27,19 @@ struct GradientOptions {
   int64_t micro_batch = 0;   // rows per micro-batch; <= 0: the whole batch at once
   bool train_image = true;   // false: the image tower is frozen (no backward, no grads)
   bool train_text = true;    // false: the text tower is frozen
+  // Data parallel (issue 18): with a communicator of W > 1 ranks, each rank passes its own N
+  // rows of a global batch of W N (rank r: rows r N .. r N + N - 1). Features are all-gathered
+  // (gather-with-grad), each rank computes the loss share of its rows against all W N
+  // (local loss, clip_loss_rows), the feature gradients are summed back to the ranks that
+  // own them (reduce-scatter), and the parameter gradients are summed over ranks: every rank
+  // ends with the gradient of the global batch's loss, as one process with micro-batches of
+  // N would compute it (BatchNorm statistics are per rank, i.e. per micro-batch).
+  Comm* comm = nullptr;
 };
 
 // Zeroes the model's gradients, then fills them with d(loss)/d(parameters) for the batch
-// pixels [N, 3, S, S], ids [N, context_length]. Returns the loss.
+// pixels [N, 3, S, S], ids [N, context_length]. Returns the loss (the global batch's, on
+// every rank, when data parallel).
 template <typename T>
 ClipLossResult<T> contrastive_gradients(ClipNetwork<T>& model, const float* pixels,
                                         const int32_t* ids, int64_t N,

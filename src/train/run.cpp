@@ -96,6 +96,10 @@ struct TrainRun::Impl {
 
   Impl(ClipNetwork<float>& m, Trainer<float>& t, BatchSource& s, RunOptions opts)
       : model(m), trainer(t), source(s), o(std::move(opts)) {}
+
+  // Rank 0 (or the only process) writes the folder and logs.
+  bool writer() const { return !o.comm || o.comm->rank() == 0; }
+  int world() const { return o.comm ? o.comm->size() : 1; }
   ~Impl() {
     if (metrics) std::fclose(metrics);
     if (lock_fd >= 0) ::close(lock_fd);
@@ -106,6 +110,7 @@ struct TrainRun::Impl {
   }
 
   void log(const std::string& line) {
+    if (!writer()) return;
     if (o.log) {
       o.log(line);
       return;
@@ -116,6 +121,7 @@ struct TrainRun::Impl {
   }
 
   void append_metrics(const nlohmann::ordered_json& j) {
+    if (!writer()) return;
     std::string line = j.dump();
     lines.push_back(line);
     line += '\n';
@@ -128,16 +134,28 @@ struct TrainRun::Impl {
       throw Error(metrics_path + ": write failed: " + std::strerror(errno));
   }
 
-  void write_curves() { write_file_atomic(curves_path, render_curves_svg(lines)); }
+  void write_curves() {
+    if (writer()) write_file_atomic(curves_path, render_curves_svg(lines));
+  }
 
   void save() {
     if (last_saved_step == state.step) return;
+    if (!writer()) {
+      last_saved_step = state.step;
+      return;
+    }
     sync_metrics();
     state.optimizer_steps = trainer.optimizer().steps();
     state.elapsed_seconds = elapsed();
     last_checkpoint = save_checkpoint(ckdir, model, trainer.optimizer(), state, o.model_extras);
     last_saved_step = state.step;
     prune_checkpoints(ckdir, o.keep);
+  }
+
+  // Every rank starts from rank 0's parameters (the same seed gives the same ones; this makes
+  // it so whatever the initialisation's path).
+  void agree_on_parameters() {
+    if (o.comm && o.comm->distributed()) o.comm->broadcast(model.params(), int64_t(model.num_params()));
   }
 
   std::string write_final_model() {
@@ -179,6 +197,7 @@ const std::string& TrainRun::checkpoints_dir() const { return impl_->ckdir; }
 void TrainRun::start(const std::string& resume_from) {
   Impl& m = *impl_;
   if (m.started) throw Error("training: start() called twice");
+  if (!m.writer()) return start_follower(resume_from);
   std::error_code ec;
   fs::create_directories(m.o.output, ec);
   if (ec) throw Error(m.o.output + ": cannot create the output folder: " + ec.message());
@@ -239,6 +258,26 @@ void TrainRun::start(const std::string& resume_from) {
   if (!m.metrics) throw Error(m.metrics_path + ": cannot open: " + std::strerror(errno));
   m.elapsed_base = m.state.elapsed_seconds;
   m.started = true;
+  m.agree_on_parameters();
+}
+
+// Ranks other than 0: the same state, nothing written.
+void TrainRun::start_follower(const std::string& resume_from) {
+  Impl& m = *impl_;
+  if (resume_from.empty()) {
+    m.state = TrainState{};
+  } else {
+    m.state = load_checkpoint_into(resume_from, m.model, m.trainer.optimizer());
+    m.trainer.set_steps_done(m.state.step);
+    m.source.seek(m.state.loader);
+    m.last_saved_step = m.state.step;
+    m.last_checkpoint = resume_from;
+  }
+  m.state.seed = m.o.seed;
+  m.state.config_json = m.o.config_json.empty() ? std::string("{}") : m.o.config_json;
+  m.elapsed_base = m.state.elapsed_seconds;
+  m.started = true;
+  m.agree_on_parameters();
 }
 
 RunResult TrainRun::run(const std::atomic<int>* stop, const Validator& validate) {
@@ -246,7 +285,7 @@ RunResult TrainRun::run(const std::atomic<int>* stop, const Validator& validate)
   if (!m.started) start();
   const int64_t total = m.o.total_steps;
   m.t0 = Clock::now();
-  if (m.o.progress && m.state.step < total)
+  if (m.o.progress && m.writer() && m.state.step < total)
     m.progress = std::make_unique<Progress>("train", total - m.state.step, "steps");
   auto interval_start = Clock::now();
   const int64_t run_start_step = m.state.step;
@@ -271,10 +310,17 @@ RunResult TrainRun::run(const std::atomic<int>* stop, const Validator& validate)
     m.write_curves();
   };
 
+  const int64_t W = m.world();
   while (m.state.step < total) {
     data::Batch b = m.source.next();
     if (b.size <= 0) throw Error("training: the data source returned an empty batch");
-    const StepStats s = m.trainer.step(b.pixels.data(), b.ids.data(), b.size);
+    if (b.size % W != 0)
+      throw Error("training: a batch of " + std::to_string(b.size) + " samples does not split evenly over " +
+                  std::to_string(W) + " processes (choose a --batch-size divisible by their number)");
+    // This rank's slice of the global batch (all of it in one process).
+    const int64_t local = b.size / W, first = (m.o.comm ? m.o.comm->rank() : 0) * local;
+    const int64_t pixel_row = int64_t(b.pixels.size()) / b.size, id_row = int64_t(b.ids.size()) / b.size;
+    const StepStats s = m.trainer.step(b.pixels.data() + first * pixel_row, b.ids.data() + first * id_row, local);
     if (!std::isfinite(s.loss))
       throw Error("training: the loss is not finite at step " + std::to_string(s.step + 1) +
                   " (lower the learning rate?)");
@@ -284,24 +330,28 @@ RunResult TrainRun::run(const std::atomic<int>* stop, const Validator& validate)
     interval_samples += b.size;
     const int64_t step = m.state.step;
     const bool last = step == total;
-    const bool stopping = stop && stop->load() != 0;
+    // A stop asked of any rank (Ctrl-C reaches all under mpirun; SIGTERM may reach one) stops all.
+    bool stopping = stop && stop->load() != 0;
+    if (m.o.comm && m.o.comm->distributed()) stopping = m.o.comm->allreduce_max(stopping ? 1.0 : 0.0) > 0;
     const double temperature = std::exp(-s.logit_scale);
     if (m.o.log_every <= 0 || step % m.o.log_every == 0 || last || stopping) {
       const double secs = std::chrono::duration<double>(Clock::now() - interval_start).count();
       last_rate = secs > 0 ? double(interval_samples) / secs : 0.0;
       interval_start = Clock::now();
       interval_samples = 0;
-      m.append_metrics({{"type", "train"},
-                        {"step", step},
-                        {"epoch", b.end.epoch},
-                        {"samples", m.state.samples_seen},
-                        {"loss", s.loss},
-                        {"lr", s.lr},
-                        {"logit_scale", s.logit_scale},
-                        {"temperature", temperature},
-                        {"grad_norm", s.grad_norm},
-                        {"samples_per_s", last_rate},
-                        {"elapsed", m.elapsed()}});
+      nlohmann::ordered_json record = {{"type", "train"},
+                                       {"step", step},
+                                       {"epoch", b.end.epoch},
+                                       {"samples", m.state.samples_seen},
+                                       {"loss", s.loss},
+                                       {"lr", s.lr},
+                                       {"logit_scale", s.logit_scale},
+                                       {"temperature", temperature},
+                                       {"grad_norm", s.grad_norm},
+                                       {"samples_per_s", last_rate},
+                                       {"elapsed", m.elapsed()}};
+      if (W > 1) record["comm_s"] = s.comm_seconds;  // rank 0's time in collectives this step
+      m.append_metrics(record);
       // Piped or redirected (no live progress line): one plain line per logged step, for logs.
       if (!(m.progress && m.progress->enabled())) {
         const double run_s = std::chrono::duration<double>(Clock::now() - m.t0).count();
@@ -319,7 +369,7 @@ RunResult TrainRun::run(const std::atomic<int>* stop, const Validator& validate)
                              fmt("%.4f", temperature) + "  " + fmt("%.1f", last_rate) + " samples/s");
       m.progress->add(1);
     }
-    if (validate && ((m.o.val_every > 0 && step % m.o.val_every == 0) || last)) validate_now();
+    if (validate && m.writer() && ((m.o.val_every > 0 && step % m.o.val_every == 0) || last)) validate_now();
     if ((m.o.save_every > 0 && step % m.o.save_every == 0) || last || stopping) {
       m.save();
       m.write_curves();
@@ -338,7 +388,7 @@ RunResult TrainRun::run(const std::atomic<int>* stop, const Validator& validate)
   // Finished (possibly already by the checkpoint resumed from).
   m.save();
   m.write_curves();
-  result.model_dir = m.write_final_model();
+  if (m.writer()) result.model_dir = m.write_final_model();
   result.finished = true;
   result.step = m.state.step;
   result.checkpoint = m.last_checkpoint;

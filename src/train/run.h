@@ -57,6 +57,11 @@ struct RunOptions {
   std::string config_json = "{}"; // resolved configuration (config.json, kept in checkpoints)
   ModelDirectoryExtras model_extras;
   bool progress = true;           // a progress line on a terminal (stderr)
+  // Data parallel (issue 18): every rank runs the same TrainRun on the same BatchSource (the
+  // global batches) and trains on its slice of each (rank r: rows r N / W ..); rank 0 alone
+  // writes the folder (lock, config.json, metrics, checkpoints, model) and logs. The trainer's
+  // TrainConfig::comm must be the same communicator.
+  Comm* comm = nullptr;
   // Receives log lines (validation results, checkpoints, resume); default: stderr.
   std::function<void(const std::string&)> log;
 };
@@ -98,6 +103,7 @@ class TrainRun {
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
+  void start_follower(const std::string& resume_from);
 };
 
 // curves.svg from metrics records (the objects of metrics.jsonl): panels for loss, learning

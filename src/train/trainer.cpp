@@ -25,7 +25,10 @@ StepStats Trainer<T>::step(const float* pixels, const int32_t* ids, int64_t N) {
   go.micro_batch = config_.micro_batch;
   go.train_image = !config_.freeze_image;
   go.train_text = !config_.freeze_text;
-  s.loss = contrastive_gradients(model_, pixels, ids, N, go).loss;
+  go.comm = config_.comm;
+  const ClipLossResult<T> r = contrastive_gradients(model_, pixels, ids, N, go);
+  s.loss = r.loss;
+  s.comm_seconds = r.comm_seconds;
   s.grad_norm = clip_grad_norm(model_.grads(), optimizer_.trained_ranges(), config_.max_grad_norm);
   test_point("optimizer");
   optimizer_.step(s.lr);

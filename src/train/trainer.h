@@ -23,6 +23,8 @@ struct TrainConfig {
   int64_t micro_batch = 0;    // <= 0: the whole batch in one pass
   bool freeze_image = false;
   bool freeze_text = false;
+  // Data parallel: step() gets this rank's rows of each global batch (GradientOptions::comm).
+  Comm* comm = nullptr;
 };
 
 struct StepStats {
@@ -31,6 +33,7 @@ struct StepStats {
   double lr = 0;
   double grad_norm = 0;  // before clipping
   double logit_scale = 0;  // after the update and clamp
+  double comm_seconds = 0;  // data parallel: time in collectives this step
 };
 
 template <typename T>
