@@ -25,7 +25,7 @@ namespace {
 std::vector<float> features(int64_t n, uint32_t seed) {
   std::mt19937 gen(seed);
   std::normal_distribution<float> d;
-  std::vector<float> v(size_t(n));
+  std::vector<float> v(static_cast<size_t>(n));
   for (float& x : v) x = d(gen);
   return v;
 }

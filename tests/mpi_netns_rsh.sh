@@ -4,6 +4,7 @@
 # ($CLIP_NETNS_MAP: "ADDRESS=NAMESPACE ...").
 set -euo pipefail
 host="$1"; shift
+echo "$host" >> "${CLIP_NETNS_LOG:-/dev/null}"
 for pair in $CLIP_NETNS_MAP; do
   # Like ssh: the command words are joined and run by a shell (Open MPI quotes for that).
   if [ "${pair%%=*}" = "$host" ]; then exec ip netns exec "${pair#*=}" /bin/sh -c "$*"; fi

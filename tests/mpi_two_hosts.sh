@@ -25,11 +25,10 @@ ip link set "va$$" netns "$A"; ip link set "vb$$" netns "$B"
 ip -n "$A" addr add 10.77.0.1/24 dev "va$$"; ip -n "$B" addr add 10.77.0.2/24 dev "vb$$"
 for ns in "$A" "$B"; do ip -n "$ns" link set lo up; done
 ip -n "$A" link set "va$$" up; ip -n "$B" link set "vb$$" up
-ip netns exec "$A" ping -c 1 -W 2 10.77.0.2 >/dev/null
 
 rm -rf "$scratch"; mkdir -p "$scratch"
 printf '10.77.0.1 slots=1\n10.77.0.2 slots=1\n' > "$scratch/hosts"
-export CLIP_NETNS_MAP="10.77.0.1=$A 10.77.0.2=$B"
+export CLIP_NETNS_MAP="10.77.0.1=$A 10.77.0.2=$B" CLIP_NETNS_LOG="$scratch/launched.log"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0}"  # an ASan build: Open MPI's allocations outlive it
 args=(train --train-data "$shared/cifar10_jpeg/test" --templates "$repo/recipes/cifar10/cifar10_eval_templates.txt"
@@ -42,6 +41,7 @@ ip netns exec "$A" timeout 300 mpirun --hostfile "$scratch/hosts" -np 2 \
   -x OMP_NUM_THREADS -x OMP_WAIT_POLICY -x ASAN_OPTIONS \
   "$clip" "${args[@]}" --output "$scratch/two" > "$scratch/two.log" 2>&1 || { cat "$scratch/two.log"; exit 1; }
 cat "$scratch/two.log"
+grep -qx 10.77.0.2 "$scratch/launched.log" || { echo "the second host was not launched in its namespace"; exit 1; }
 /usr/bin/python3 - "$scratch" <<'PY'
 import json, sys
 d = sys.argv[1]

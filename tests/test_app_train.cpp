@@ -773,6 +773,9 @@ TEST_F(TrainApp, MpiKilledRankEndsTheJobAndOneProcessFinishesIt) {
   std::printf("killed rank (pid %d): the job ended with status %d after %.1f s\n", int(victim), e.status, seconds);
   EXPECT_NE(e.status, 0) << e.log;
   EXPECT_LT(seconds, 30.0);
+  // mpirun names the process that died ("... process rank 1 with PID ... exited on signal 9").
+  EXPECT_NE(e.log.find("rank"), std::string::npos) << e.log;
+  std::printf("%s\n", e.log.substr(e.log.rfind("mpirun noticed") == std::string::npos ? 0 : e.log.rfind("mpirun noticed")).substr(0, 300).c_str());
   EXPECT_FALSE(step_dirs(out).empty());
   // One process finishes the run from the last checkpoint.
   Exit r = run(with(args, {"--resume", "latest"}));

@@ -9,6 +9,9 @@
 #include "core/error.h"
 
 #if defined(CLIP_HAVE_MPI)
+// The C API only: mpi.h would otherwise pull in the removed C++ bindings (libmpi_cxx).
+#define OMPI_SKIP_MPICXX 1
+#define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
 #endif
 
