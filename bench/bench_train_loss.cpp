@@ -1,16 +1,17 @@
 // The contrastive loss's memory and time at a large global batch (issue 18: "peak RSS per rank
 // at global batch 4,096 with and without local loss"). Each run is its own process so that its
 // peak RSS is the loss's: the gathered features of the global batch plus what the loss holds
-// (the whole loss: four N x N matrices in double; the local loss of one of W ranks: four
-// N/W x N). Everything else a rank holds (its towers' activations for its N/W rows) is the
-// same with and without the local loss.
+// (without local loss every rank computes all N x N: four N x N matrices in double; with it,
+// one of W ranks four N/W x N). Everything else a rank holds (its towers' activations for its
+// N/W rows) is the same with and without the local loss.
 //
-//   bench_train_loss --rss N E W     W = 1: the whole loss (clip_loss); W > 1: one rank's share
+//   bench_train_loss --rss N E W     W = 1: the whole N x N loss; W > 1: one rank's share
 //                                    (clip_loss_rows of N / W rows); prints peak RSS and time
 //   bench_train_loss                 Google Benchmark timings at small N
 #include <benchmark/benchmark.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -38,11 +39,10 @@ int rss_probe(int64_t N, int64_t E, int64_t W) {
   getrusage(RUSAGE_SELF, &before);
   const auto t0 = std::chrono::steady_clock::now();
   double loss;
-  if (W <= 1)
-    loss = clip::train::clip_loss<float>(img.data(), txt.data(), N, E, 2.6592f, di.data(), dt.data(), &ds).loss;
-  else
-    loss = clip::train::clip_loss_rows<float>(img.data(), txt.data(), N, E, 2.6592f, 0, N / W, di.data(), dt.data(), &ds)
-               .loss;
+  // W = 1: all N rows (what every rank computes without local loss); else one rank's N / W.
+  loss = clip::train::clip_loss_rows<float>(img.data(), txt.data(), N, E, 2.6592f, 0, N / std::max<int64_t>(W, 1),
+                                            di.data(), dt.data(), &ds)
+             .loss;
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   rusage after{};
   getrusage(RUSAGE_SELF, &after);
@@ -60,11 +60,8 @@ void BM_ClipLoss(benchmark::State& state) {
   std::vector<float> di(size_t(N * E)), dt(size_t(N * E));
   float ds = 0;
   for (auto _ : state) {
-    if (W <= 1)
-      benchmark::DoNotOptimize(clip::train::clip_loss<float>(img.data(), txt.data(), N, E, 2.6f, di.data(), dt.data(), &ds));
-    else
-      benchmark::DoNotOptimize(
-          clip::train::clip_loss_rows<float>(img.data(), txt.data(), N, E, 2.6f, 0, N / W, di.data(), dt.data(), &ds));
+    benchmark::DoNotOptimize(
+        clip::train::clip_loss_rows<float>(img.data(), txt.data(), N, E, 2.6f, 0, N / W, di.data(), dt.data(), &ds));
   }
 }
 BENCHMARK(BM_ClipLoss)->Args({256, 1})->Args({256, 2})->Args({256, 8})->Unit(benchmark::kMillisecond);

@@ -25,8 +25,6 @@ ClipLossResult<T> loss_and_feature_gradients(ClipNetwork<T>& model, const T* img
     r.loss = siglip_loss_rows<T>(img, txt, N, E, model.logit_scale(), model.logit_bias(), row0, rows, dimg, dtxt,
                                  &dscale, &dbias).loss;
     model.logit_bias_grad() = dbias;
-  } else if (row0 == 0 && rows == N) {
-    r = clip_loss<T>(img, txt, N, E, model.logit_scale(), dimg, dtxt, &dscale);
   } else {
     r = clip_loss_rows<T>(img, txt, N, E, model.logit_scale(), row0, rows, dimg, dtxt, &dscale);
   }

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/matmul.h"
 #include "core/error.h"
 
 namespace clip::train {
@@ -14,84 +15,19 @@ ClipLossResult<T> clip_loss(const T* image_features, const T* text_features, int
                             int64_t E, T logit_scale, T* d_image, T* d_text, T* d_logit_scale,
                             bool accumulate) {
   if (N <= 0 || E <= 0) throw Error("clip_loss: empty batch or feature size");
-  // Normalise (double).
-  const size_t NE = size_t(N * E);
-  std::vector<double> I(NE), Tn(NE), in(static_cast<size_t>(N)), tn(static_cast<size_t>(N));
-  auto normalise = [&](const T* x, std::vector<double>& y, std::vector<double>& norm) {
-    for (int64_t i = 0; i < N; ++i) {
-      double s = 0;
-      for (int64_t e = 0; e < E; ++e) s += double(x[i * E + e]) * double(x[i * E + e]);
-      norm[i] = std::sqrt(s);
-      if (!(norm[i] > 0)) throw Error("clip_loss: a feature vector has zero (or non-finite) norm");
-      for (int64_t e = 0; e < E; ++e) y[i * E + e] = double(x[i * E + e]) / norm[i];
-    }
-  };
-  normalise(image_features, I, in);
-  normalise(text_features, Tn, tn);
-  const double scale = std::exp(double(logit_scale));
-  std::vector<double> S(size_t(N * N));
-  for (int64_t i = 0; i < N; ++i)
-    for (int64_t j = 0; j < N; ++j) {
-      double s = 0;
-      for (int64_t e = 0; e < E; ++e) s += I[i * E + e] * Tn[j * E + e];
-      S[i * N + j] = scale * s;
-    }
-  // Softmax over rows (image -> text) and over columns (text -> image).
-  std::vector<double> Prow(S.size()), Pcol(S.size());
-  ClipLossResult<T> r;
-  for (int64_t i = 0; i < N; ++i) {
-    double mx = -INFINITY;
-    for (int64_t j = 0; j < N; ++j) mx = std::max(mx, S[i * N + j]);
-    double sum = 0;
-    for (int64_t j = 0; j < N; ++j) sum += std::exp(S[i * N + j] - mx);
-    for (int64_t j = 0; j < N; ++j) Prow[i * N + j] = std::exp(S[i * N + j] - mx) / sum;
-    r.loss_image_to_text += (mx + std::log(sum) - S[i * N + i]) / double(N);
-  }
-  for (int64_t j = 0; j < N; ++j) {
-    double mx = -INFINITY;
-    for (int64_t i = 0; i < N; ++i) mx = std::max(mx, S[i * N + j]);
-    double sum = 0;
-    for (int64_t i = 0; i < N; ++i) sum += std::exp(S[i * N + j] - mx);
-    for (int64_t i = 0; i < N; ++i) Pcol[i * N + j] = std::exp(S[i * N + j] - mx) / sum;
-    r.loss_text_to_image += (mx + std::log(sum) - S[j * N + j]) / double(N);
-  }
-  r.loss = 0.5 * (r.loss_image_to_text + r.loss_text_to_image);
-
-  // dL/dS = ((Prow - Id) + (Pcol - Id)) / (2N).
-  std::vector<double> dS(S.size());
-  double dt = 0;
-  for (int64_t i = 0; i < N; ++i)
-    for (int64_t j = 0; j < N; ++j) {
-      const double g = (Prow[i * N + j] + Pcol[i * N + j] - (i == j ? 2.0 : 0.0)) / (2.0 * N);
-      dS[i * N + j] = g;
-      dt += g * S[i * N + j];  // S = exp(t) G, so dS/dt = S
-    }
-  if (d_logit_scale) *d_logit_scale = accumulate ? *d_logit_scale + T(dt) : T(dt);
-  // Through the cosine matrix and the normalisations:
-  //   dI_e = exp(t) dS T_e,  dT_e = exp(t) dS^T I_e,  dx = (dy - y <y, dy>) / ||x||.
-  auto back = [&](const std::vector<double>& Y, const std::vector<double>& Other,
-                  const std::vector<double>& norm, bool transpose, T* dx) {
-    if (!dx) return;
-    std::vector<double> dy(static_cast<size_t>(E));
-    for (int64_t i = 0; i < N; ++i) {
-      std::fill(dy.begin(), dy.end(), 0.0);
-      for (int64_t j = 0; j < N; ++j) {
-        const double g = scale * (transpose ? dS[j * N + i] : dS[i * N + j]);
-        for (int64_t e = 0; e < E; ++e) dy[e] += g * Other[j * E + e];
-      }
-      double dot = 0;
-      for (int64_t e = 0; e < E; ++e) dot += Y[i * E + e] * dy[e];
-      for (int64_t e = 0; e < E; ++e) {
-        const T v = T((dy[e] - Y[i * E + e] * dot) / norm[i]);
-        dx[i * E + e] = accumulate ? dx[i * E + e] + v : v;
-      }
-    }
-  };
-  back(I, Tn, in, false, d_image);
-  back(Tn, I, tn, true, d_text);
+  // The whole batch is the one share of a partition of one.
+  if (!accumulate)
+    return clip_loss_rows<T>(image_features, text_features, N, E, logit_scale, 0, N, d_image, d_text, d_logit_scale);
+  std::vector<T> di(d_image ? size_t(N * E) : 0), dt(d_text ? size_t(N * E) : 0);
+  T ds = 0;
+  const ClipLossResult<T> r = clip_loss_rows<T>(image_features, text_features, N, E, logit_scale, 0, N,
+                                                d_image ? di.data() : nullptr, d_text ? dt.data() : nullptr,
+                                                d_logit_scale ? &ds : nullptr);
+  for (size_t k = 0; k < di.size(); ++k) d_image[k] += di[k];
+  for (size_t k = 0; k < dt.size(); ++k) d_text[k] += dt[k];
+  if (d_logit_scale) *d_logit_scale += ds;
   return r;
 }
-
 
 template <typename T>
 ClipLossResult<T> clip_loss_rows(const T* image_features, const T* text_features, int64_t N, int64_t E,
@@ -115,23 +51,22 @@ ClipLossResult<T> clip_loss_rows(const T* image_features, const T* text_features
   normalise(image_features, I, in);
   normalise(text_features, Tn, tn);
   const double scale = std::exp(double(logit_scale));
-  auto dot = [&](int64_t i, int64_t j) {  // scale <I_i, T_j>
-    double q = 0;
-    for (int64_t e = 0; e < E; ++e) q += I[i * E + e] * Tn[j * E + e];
-    return scale * q;
-  };
-  // A[r, j] = dL/dS[row0 + r, j] (the share's image rows), B[r, i] = dL/dS[i, row0 + r] (its text
-  // columns); S kept beside them for dL/dt.
+  // SA[q, k] = S[row0 + q, k] (the share's image rows), SB[q, k] = S[k, row0 + q] (its text
+  // columns), as products: O(rows N) memory, BLAS speed.
   const size_t RN = size_t(rows * N);
   std::vector<double> SA(RN), SB(RN), A(RN), B(RN);
+  const double* IR = I.data() + row0 * E;
+  const double* TR = Tn.data() + row0 * E;
+  dgemm(false, true, rows, N, E, scale, IR, E, Tn.data(), E, 0.0, SA.data(), N);
+  dgemm(false, true, rows, N, E, scale, TR, E, I.data(), E, 0.0, SB.data(), N);
+  // A = dL/dS on those rows, B on those columns (c = 1 / 2N: the whole batch's normalisation).
   ClipLossResult<T> r;
   const double c = 1.0 / (2.0 * double(N));
-  auto softmax_rows = [&](std::vector<double>& S, std::vector<double>& D, bool image_rows) {
+  auto softmax_rows = [&](const std::vector<double>& S, std::vector<double>& D) {
     double total = 0;
     for (int64_t q = 0; q < rows; ++q) {
       const int64_t own = row0 + q;
-      double* s = S.data() + q * N;
-      for (int64_t k = 0; k < N; ++k) s[k] = image_rows ? dot(own, k) : dot(k, own);
+      const double* s = S.data() + q * N;
       double mx = -INFINITY;
       for (int64_t k = 0; k < N; ++k) mx = std::max(mx, s[k]);
       double sum = 0;
@@ -141,27 +76,19 @@ ClipLossResult<T> clip_loss_rows(const T* image_features, const T* text_features
     }
     return total / double(rows);
   };
-  r.loss_image_to_text = softmax_rows(SA, A, true);
-  r.loss_text_to_image = softmax_rows(SB, B, false);
+  r.loss_image_to_text = softmax_rows(SA, A);
+  r.loss_text_to_image = softmax_rows(SB, B);
   r.loss = 0.5 * (r.loss_image_to_text + r.loss_text_to_image);
   double dt = 0;
   for (size_t k = 0; k < RN; ++k) dt += A[k] * SA[k] + B[k] * SB[k];
   if (d_logit_scale) *d_logit_scale = T(dt);
-  // Through the cosine matrix: dI_i = scale (sum_j dS_ij T_j), dT_j = scale (sum_i dS_ij I_i),
-  // where dS is A on the share's rows and B on its columns; then the normalisations.
+  // Through the cosine matrix: dI = scale (dS T), dT = scale (dS^T I), with dS = A on the
+  // share's rows and B on its columns.
   std::vector<double> dI(NE, 0.0), dT(NE, 0.0);
-  for (int64_t q = 0; q < rows; ++q) {
-    const int64_t own = row0 + q;
-    for (int64_t k = 0; k < N; ++k) {
-      const double a = scale * A[size_t(q * N + k)], b = scale * B[size_t(q * N + k)];
-      for (int64_t e = 0; e < E; ++e) {
-        dI[own * E + e] += a * Tn[k * E + e];  // row `own`, column k
-        dT[k * E + e] += a * I[own * E + e];
-        dI[k * E + e] += b * Tn[own * E + e];  // row k, column `own`
-        dT[own * E + e] += b * I[k * E + e];
-      }
-    }
-  }
+  dgemm(false, false, rows, E, N, scale, A.data(), N, Tn.data(), E, 1.0, dI.data() + row0 * E, E);
+  dgemm(true, false, N, E, rows, scale, B.data(), N, TR, E, 1.0, dI.data(), E);
+  dgemm(true, false, N, E, rows, scale, A.data(), N, IR, E, 1.0, dT.data(), E);
+  dgemm(false, false, rows, E, N, scale, B.data(), N, I.data(), E, 1.0, dT.data() + row0 * E, E);
   auto back = [&](const std::vector<double>& Y, const std::vector<double>& dY, const std::vector<double>& norm, T* dx) {
     if (!dx) return;
     for (int64_t i = 0; i < N; ++i) {
@@ -197,28 +124,30 @@ SiglipLossResult<T> siglip_loss_rows(const T* image_features, const T* text_feat
   normalise(image_features, I, in);
   normalise(text_features, Tn, tn);
   const double scale = std::exp(double(logit_scale)), bias = double(logit_bias);
-  std::vector<double> dI(NE, 0.0), dT(NE, 0.0);
+  // C[q, j] = <I_{row0 + q}, T_j>; G[q, j] = d(share)/dC (one product each way).
+  const size_t RN = size_t(rows * N);
+  std::vector<double> C(RN), G(RN);
+  const double* IR = I.data() + row0 * E;
+  dgemm(false, true, rows, N, E, 1.0, IR, E, Tn.data(), E, 0.0, C.data(), N);
   double total = 0, dt = 0, db = 0;
   const double inv_n = 1.0 / double(N);
   for (int64_t q = 0; q < rows; ++q) {
     const int64_t i = row0 + q;
     for (int64_t j = 0; j < N; ++j) {
-      double c = 0;
-      for (int64_t e = 0; e < E; ++e) c += I[i * E + e] * Tn[j * E + e];
-      const double z = i == j ? 1.0 : -1.0, x = z * (scale * c + bias);
+      const double cij = C[size_t(q * N + j)];
+      const double z = i == j ? 1.0 : -1.0, x = z * (scale * cij + bias);
       // -log sigmoid(x) = softplus(-x), stably; its derivative in x is -sigmoid(-x).
       total += std::max(-x, 0.0) + std::log1p(std::exp(-std::abs(x)));
       const double sig_neg = x >= 0 ? std::exp(-x) / (1.0 + std::exp(-x)) : 1.0 / (1.0 + std::exp(x));
       const double du = -z * sig_neg * inv_n;  // d(share loss)/d(scale c + bias)
       db += du;
-      dt += du * scale * c;
-      const double dc = du * scale;
-      for (int64_t e = 0; e < E; ++e) {
-        dI[i * E + e] += dc * Tn[j * E + e];
-        dT[j * E + e] += dc * I[i * E + e];
-      }
+      dt += du * scale * cij;
+      G[size_t(q * N + j)] = du * scale;
     }
   }
+  std::vector<double> dI(NE, 0.0), dT(NE, 0.0);
+  dgemm(false, false, rows, E, N, 1.0, G.data(), N, Tn.data(), E, 0.0, dI.data() + row0 * E, E);
+  dgemm(true, false, N, E, rows, 1.0, G.data(), N, IR, E, 0.0, dT.data(), E);
   if (d_logit_scale) *d_logit_scale = T(dt);
   if (d_logit_bias) *d_logit_bias = T(db);
   auto back = [&](const std::vector<double>& Y, const std::vector<double>& dY, const std::vector<double>& norm, T* dx) {

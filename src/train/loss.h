@@ -3,8 +3,9 @@
 //   I_e = l2_normalize(I_f), T_e = l2_normalize(T_f)          (x / ||x||, no epsilon)
 //   logits = exp(t) * I_e @ T_e^T                              [N, N]
 //   loss = (CE(logits, labels, axis=0) + CE(logits, labels, axis=1)) / 2,  labels = arange(N)
-// with each cross-entropy the mean over the N rows (columns). The whole loss is computed in
-// double (it is N x N and cheap), whatever the feature type.
+// with each cross-entropy the mean over the N rows (columns). Computed in double, whatever the
+// feature type, with BLAS products for the N x N similarities and their gradients (it is
+// clip_loss_rows with one share of all N rows).
 #include <cstdint>
 
 namespace clip::train {
