@@ -113,14 +113,18 @@ double relative_difference(const T* a, const T* b, size_t n) {
 }
 
 // Returns whether every check of this case held.
+// micro: the ranks' own micro-batches (cached-feature accumulation under MPI); the reference
+// then runs micro-batches of the same rows.
 template <typename T>
-bool check_case(Comm& comm, const char* arch, const ModelConfig& c, double grad_bound) {
+bool check_case(Comm& comm, const char* arch, const ModelConfig& c, double grad_bound, int64_t micro = 0) {
   const int W = comm.size(), r = comm.rank();
   const int64_t B = 8, local = B / W;
   const int64_t pixel_row = 3 * int64_t(c.vision.image_size) * c.vision.image_size, id_row = c.text.context_length;
   bool ok = true;
   auto say = [&](const std::string& line) {
-    if (r == 0) std::printf("%s %s: %s\n", arch, sizeof(T) == 8 ? "float64" : "float32", line.c_str());
+    if (r == 0)
+      std::printf("%s %s%s: %s\n", arch, sizeof(T) == 8 ? "float64" : "float32",
+                  micro > 0 ? (", micro-batches of " + std::to_string(micro)).c_str() : "", line.c_str());
   };
   // One step's gradient.
   {
@@ -130,10 +134,11 @@ bool check_case(Comm& comm, const char* arch, const ModelConfig& c, double grad_
     ref.init_openai(3);
     GradientOptions od;
     od.comm = &comm;
+    od.micro_batch = micro;
     const double ld = contrastive_gradients(dist, b.pixels.data() + r * local * pixel_row,
                                             b.ids.data() + r * local * id_row, local, od).loss;
     GradientOptions orf;
-    orf.micro_batch = local;  // per-rank BatchNorm statistics = per-micro-batch ones
+    orf.micro_batch = micro > 0 ? micro : local;  // per-rank BatchNorm statistics = per-micro-batch ones
     const double lr = contrastive_gradients(ref, b.pixels.data(), b.ids.data(), B, orf).loss;
     const double g = relative_difference(dist.grads(), ref.grads(), dist.num_params());
     const double l = std::abs(ld - lr) / std::abs(lr);
@@ -155,7 +160,8 @@ bool check_case(Comm& comm, const char* arch, const ModelConfig& c, double grad_
     tc.max_grad_norm = 1.0;
     TrainConfig tr = tc;
     tc.comm = &comm;
-    tr.micro_batch = local;
+    tc.micro_batch = micro;
+    tr.micro_batch = micro > 0 ? micro : local;
     Trainer<T> td(dist, tc), trf(ref, tr);
     double worst_loss = 0;
     for (int step = 0; step < 20; ++step) {
@@ -201,6 +207,8 @@ int worker() {
     ModelConfig rn_siglip = resnet_config();
     rn_siglip.init_logit_bias = -10.0f;
     ok = check_case<double>(comm, "ResNet sigmoid loss", rn_siglip, 1e-12) && ok;
+    ok = check_case<double>(comm, "ViT", vit_config(), 1e-12, 2) && ok;  // accumulation under MPI
+    ok = check_case<double>(comm, "ResNet", resnet_config(), 1e-12, 2) && ok;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "worker rank %d: %s\n", comm.rank(), e.what());
     comm.abort(3);

@@ -182,21 +182,27 @@ void Comm::abort(int code) {
   (void)code;
 }
 
-void Comm::start_allreduce_sum(float* data, int64_t n) {
+namespace {
 #if defined(CLIP_HAVE_MPI)
-  if (!mpi_) return;
+template <class T>
+void start_sum(bool mpi, T* data, int64_t n) {
+  if (!mpi) return;
   for (int64_t at = 0; at < n; at += INT_MAX / 2) {
     MPI_Request r;
-    check(MPI_Iallreduce(MPI_IN_PLACE, data + at, count(std::min<int64_t>(INT_MAX / 2, n - at)), MPI_FLOAT, MPI_SUM,
+    check(MPI_Iallreduce(MPI_IN_PLACE, data + at, count(std::min<int64_t>(INT_MAX / 2, n - at)), type_of<T>(), MPI_SUM,
                          MPI_COMM_WORLD, &r),
           "MPI_Iallreduce");
     pending().push_back(r);
   }
-#else
-  (void)data;
-  (void)n;
-#endif
 }
+#else
+template <class T>
+void start_sum(bool, T*, int64_t) {}
+#endif
+}  // namespace
+
+void Comm::start_allreduce_sum(float* data, int64_t n) { start_sum(mpi_, data, n); }
+void Comm::start_allreduce_sum(double* data, int64_t n) { start_sum(mpi_, data, n); }
 
 void Comm::wait_all() {
 #if defined(CLIP_HAVE_MPI)

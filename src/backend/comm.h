@@ -44,6 +44,7 @@ class Comm {
   // Non-blocking sum in place (gradient buckets during the backward pass): started now, done
   // by wait_all(); data must not be read or freed before then.
   void start_allreduce_sum(float* data, int64_t n);
+  void start_allreduce_sum(double* data, int64_t n);
   void wait_all();
 
  private:
