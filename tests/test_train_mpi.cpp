@@ -190,16 +190,19 @@ bool check_case(Comm& comm, const char* arch, const ModelConfig& c, double grad_
 
 int worker() {
   Comm& comm = Comm::world();
-  if (comm.size() != 2) {
-    std::fprintf(stderr, "worker: expected 2 ranks, got %d\n", comm.size());
+  if (comm.size() != 2 && comm.size() != 4) {
+    std::fprintf(stderr, "worker: expected 2 or 4 ranks (the batch of 8 splits over them), got %d\n", comm.size());
     return 2;
   }
+  if (comm.rank() == 0) std::printf("-- %d ranks\n", comm.size());
   bool ok = true;
   try {
     ok = check_case<double>(comm, "ViT", vit_config(), 1e-12) && ok;
     ok = check_case<float>(comm, "ViT", vit_config(), 1e-6) && ok;
     ok = check_case<double>(comm, "ResNet", resnet_config(), 1e-12) && ok;
-    ok = check_case<float>(comm, "ResNet", resnet_config(), 1e-6) && ok;
+    // (At 4 ranks a ResNet rank's BatchNorm sees 2 samples, which amplifies float32 rounding
+    // over 20 steps to 2e-4 of the loss; float64 shows the computation is the same, 4e-14.)
+    if (comm.size() == 2) ok = check_case<float>(comm, "ResNet", resnet_config(), 1e-6) && ok;
     ModelConfig siglip = vit_config();  // the sigmoid loss (a logit_bias)
     siglip.init_logit_bias = -10.0f;
     ok = check_case<double>(comm, "ViT sigmoid loss", siglip, 1e-12) && ok;
@@ -207,8 +210,10 @@ int worker() {
     ModelConfig rn_siglip = resnet_config();
     rn_siglip.init_logit_bias = -10.0f;
     ok = check_case<double>(comm, "ResNet sigmoid loss", rn_siglip, 1e-12) && ok;
-    ok = check_case<double>(comm, "ViT", vit_config(), 1e-12, 2) && ok;  // accumulation under MPI
-    ok = check_case<double>(comm, "ResNet", resnet_config(), 1e-12, 2) && ok;
+    if (comm.size() == 2) {  // accumulation under MPI: micro-batches of 2 of each rank's 4
+      ok = check_case<double>(comm, "ViT", vit_config(), 1e-12, 2) && ok;
+      ok = check_case<double>(comm, "ResNet", resnet_config(), 1e-12, 2) && ok;
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "worker rank %d: %s\n", comm.rank(), e.what());
     comm.abort(3);
@@ -303,12 +308,12 @@ TEST(SiglipLoss, MatchesPyTorchInFloat64AndSharesSumToTheWhole) {
 
 // ---- with MPI: this program again, as 2 ranks ----
 
-TEST(TrainMpi, TwoRanksGiveTheOneProcessGradientsAndSteps) {
+void run_workers(int ranks) {
   ASSERT_TRUE(comm_built_with_mpi()) << "clip was built without MPI: install libopenmpi-dev openmpi-bin and rebuild";
   const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
   // (ASAN_OPTIONS: under ASan, Open MPI's own allocations outlive MPI_Finalize.)
-  const std::string cmd = "CLIP_MPI_WORKER=1 OMP_NUM_THREADS=1 ASAN_OPTIONS=detect_leaks=0 timeout 300 mpirun --allow-run-as-root --oversubscribe "
-                          "-np 2 " + self + " 2>&1";
+  const std::string cmd = "CLIP_MPI_WORKER=1 OMP_NUM_THREADS=1 ASAN_OPTIONS=detect_leaks=0 timeout 300 mpirun "
+                          "--allow-run-as-root --oversubscribe -np " + std::to_string(ranks) + " " + self + " 2>&1";
   std::string output;
   FILE* p = ::popen(cmd.c_str(), "r");
   ASSERT_TRUE(p) << cmd;
@@ -320,6 +325,10 @@ TEST(TrainMpi, TwoRanksGiveTheOneProcessGradientsAndSteps) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << cmd;
   EXPECT_NE(output.find("ALL CHECKS HELD"), std::string::npos);
 }
+
+TEST(TrainMpi, TwoRanksGiveTheOneProcessGradientsAndSteps) { run_workers(2); }
+// Four ranks: the sigmoid loss's ring takes three steps (and the way home).
+TEST(TrainMpi, FourRanksGiveTheOneProcessGradientsAndSteps) { run_workers(4); }
 
 int main(int argc, char** argv) {
   if (const char* w = std::getenv("CLIP_MPI_WORKER"); w && std::string(w) == "1") return worker();

@@ -150,13 +150,20 @@ std::string Comm::library() const {
   void Comm::broadcast(T* data, int64_t n, int root) {                                                 \
     if (!mpi_) return;                                                                                 \
     check(MPI_Bcast(data, count(n), type_of<T>(), root, MPI_COMM_WORLD), "MPI_Bcast");                 \
+  }                                                                                                    \
+  void Comm::ring_shift(const T* send, T* recv, int64_t n) {                                           \
+    if (!mpi_) return local_copy(send, n, recv);                                                       \
+    check(MPI_Sendrecv(send, count(n), type_of<T>(), (rank_ + 1) % size_, 7, recv, count(n), type_of<T>(), \
+                       (rank_ + size_ - 1) % size_, 7, MPI_COMM_WORLD, MPI_STATUS_IGNORE),             \
+          "MPI_Sendrecv");                                                                             \
   }
 #else
 #define CLIP_COLLECTIVES(T)                                                                            \
   void Comm::allgather(const T* send, int64_t n, T* recv) { local_copy(send, n, recv); }               \
   void Comm::reduce_scatter_sum(const T* send, int64_t n, T* recv) { local_copy(send, n, recv); }      \
   void Comm::allreduce_sum(T*, int64_t) {}                                                             \
-  void Comm::broadcast(T*, int64_t, int) {}
+  void Comm::broadcast(T*, int64_t, int) {}                                                            \
+  void Comm::ring_shift(const T* send, T* recv, int64_t n) { local_copy(send, n, recv); }
 #endif
 CLIP_COLLECTIVES(float)
 CLIP_COLLECTIVES(double)

@@ -33,6 +33,9 @@ class Comm {
   void allreduce_sum(float* data, int64_t n);
   void allreduce_sum(double* data, int64_t n);
   double allreduce_max(double value);
+  // A ring step: send[n] goes to rank + 1, recv[n] comes from rank - 1 (modulo size).
+  void ring_shift(const float* send, float* recv, int64_t n);
+  void ring_shift(const double* send, double* recv, int64_t n);
   // data[n] = root's data on every rank.
   void broadcast(float* data, int64_t n, int root = 0);
   void broadcast(double* data, int64_t n, int root = 0);

@@ -54,22 +54,51 @@ ClipLossResult<T> distributed_gradients(ClipNetwork<T>& model, const float* pixe
     model.forward_image(pixels + b * image_elems, n, img.data() + b * E);
     model.forward_text(ids + b * ctx, n, txt.data() + b * E);
   }
-  // 2. every rank's features, this rank's share of the loss and its gradient for all of them
-  std::vector<T> all_img(size_t(global * E)), all_txt(size_t(global * E));
-  timed([&] {
-    comm.allgather(img.data(), N * E, all_img.data());
-    comm.allgather(txt.data(), N * E, all_txt.data());
-  });
-  test_point("loss");
-  std::vector<T> d_all_img(all_img.size()), d_all_txt(all_txt.size());
-  ClipLossResult<T> r = loss_and_feature_gradients<T>(model, all_img.data(), all_txt.data(), global, E, row0, N,
-                                                      d_all_img.data(), d_all_txt.data());
-  // 3. the gradients of this rank's features, summed over every rank's share
-  std::vector<T> dimg(size_t(N * E)), dtxt(size_t(N * E));
-  timed([&] {
-    comm.reduce_scatter_sum(d_all_img.data(), N * E, dimg.data());
-    comm.reduce_scatter_sum(d_all_txt.data(), N * E, dtxt.data());
-  });
+  std::vector<T> dimg(size_t(N * E), T(0)), dtxt(size_t(N * E), T(0));
+  ClipLossResult<T> r;
+  if (model.has_logit_bias()) {
+    // 2-3. SigLIP, the open_clip way: text features travel around the ring of ranks (with the
+    //      gradient they collect), each rank scoring its images against every block (its own
+    //      block holds the positives; the others only negatives), so no rank holds more than
+    //      two blocks; a last step brings each block's gradient home.
+    test_point("loss");
+    const int64_t NE = N * E;
+    std::vector<T> block = txt, block_grad(static_cast<size_t>(NE), T(0)), incoming(static_cast<size_t>(NE)),
+        incoming_grad(static_cast<size_t>(NE));
+    double dt = 0, db = 0;
+    double total = siglip_loss_block<T>(img.data(), N, block.data(), N, E, model.logit_scale(), model.logit_bias(), 0,
+                                        global, dimg.data(), block_grad.data(), &dt, &db);
+    for (int64_t hop = 1; hop < W; ++hop) {
+      timed([&] {
+        comm.ring_shift(block.data(), incoming.data(), NE);
+        comm.ring_shift(block_grad.data(), incoming_grad.data(), NE);
+      });
+      block.swap(incoming);
+      block_grad.swap(incoming_grad);
+      total += siglip_loss_block<T>(img.data(), N, block.data(), N, E, model.logit_scale(), model.logit_bias(),
+                                    /*no positives*/ N, global, dimg.data(), block_grad.data(), &dt, &db);
+    }
+    timed([&] { comm.ring_shift(block_grad.data(), dtxt.data(), NE); });
+    model.logit_scale_grad() = T(dt);
+    model.logit_bias_grad() = T(db);
+    r.loss = total / double(N);
+  } else {
+    // 2. every rank's features, this rank's share of the loss and its gradient for all of them
+    std::vector<T> all_img(size_t(global * E)), all_txt(size_t(global * E));
+    timed([&] {
+      comm.allgather(img.data(), N * E, all_img.data());
+      comm.allgather(txt.data(), N * E, all_txt.data());
+    });
+    test_point("loss");
+    std::vector<T> d_all_img(all_img.size()), d_all_txt(all_txt.size());
+    r = loss_and_feature_gradients<T>(model, all_img.data(), all_txt.data(), global, E, row0, N, d_all_img.data(),
+                                      d_all_txt.data());
+    // 3. the gradients of this rank's features, summed over every rank's share
+    timed([&] {
+      comm.reduce_scatter_sum(d_all_img.data(), N * E, dimg.data());
+      comm.reduce_scatter_sum(d_all_txt.data(), N * E, dtxt.data());
+    });
+  }
   test_point("backward");
   // 3. back-propagation, the image tower first: the sum of its gradients over the ranks (the
   //    first bucket) starts while the text tower's backward runs; then the second bucket (text

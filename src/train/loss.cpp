@@ -102,6 +102,74 @@ ClipLossResult<T> clip_loss_rows(const T* image_features, const T* text_features
   return r;
 }
 
+namespace {
+// x / ||x|| per row, in double, with the norms.
+template <typename T>
+void normalise_rows(const T* x, int64_t n, int64_t E, std::vector<double>& y, std::vector<double>& norm, const char* what) {
+  y.resize(size_t(n * E));
+  norm.resize(size_t(n));
+  for (int64_t i = 0; i < n; ++i) {
+    double q = 0;
+    for (int64_t e = 0; e < E; ++e) q += double(x[i * E + e]) * double(x[i * E + e]);
+    norm[size_t(i)] = std::sqrt(q);
+    if (!(norm[size_t(i)] > 0)) throw Error(std::string(what) + ": a feature vector has zero (or non-finite) norm");
+    for (int64_t e = 0; e < E; ++e) y[size_t(i * E + e)] = double(x[i * E + e]) / norm[size_t(i)];
+  }
+}
+// dx += (dy - y <y, dy>) / ||x|| per row: the normalisation's backward (linear in dy).
+template <typename T>
+void normalise_rows_backward(const std::vector<double>& y, const std::vector<double>& dy, const std::vector<double>& norm,
+                             int64_t n, int64_t E, T* dx) {
+  for (int64_t i = 0; i < n; ++i) {
+    double d = 0;
+    for (int64_t e = 0; e < E; ++e) d += y[size_t(i * E + e)] * dy[size_t(i * E + e)];
+    for (int64_t e = 0; e < E; ++e)
+      dx[i * E + e] += T((dy[size_t(i * E + e)] - y[size_t(i * E + e)] * d) / norm[size_t(i)]);
+  }
+}
+}  // namespace
+
+template <typename T>
+double siglip_loss_block(const T* image, int64_t rows, const T* text, int64_t cols, int64_t E, T logit_scale,
+                         T logit_bias, int64_t positive_offset, int64_t N, T* d_image, T* d_text,
+                         double* d_logit_scale, double* d_logit_bias) {
+  if (rows <= 0 || cols <= 0 || E <= 0 || N <= 0) throw Error("siglip_loss: empty block or feature size");
+  std::vector<double> I, Tn, in, tn;
+  normalise_rows(image, rows, E, I, in, "siglip_loss");
+  normalise_rows(text, cols, E, Tn, tn, "siglip_loss");
+  const double scale = std::exp(double(logit_scale)), bias = double(logit_bias), inv_n = 1.0 / double(N);
+  // C[q, j] = <I_q, T_j>; G[q, j] = d(loss)/dC (one product each way).
+  const size_t RC = size_t(rows * cols);
+  std::vector<double> C(RC), G(RC);
+  dgemm(false, true, rows, cols, E, 1.0, I.data(), E, Tn.data(), E, 0.0, C.data(), cols);
+  double total = 0, dt = 0, db = 0;
+  for (int64_t q = 0; q < rows; ++q)
+    for (int64_t j = 0; j < cols; ++j) {
+      const double cij = C[size_t(q * cols + j)];
+      const double z = j == q + positive_offset ? 1.0 : -1.0, x = z * (scale * cij + bias);
+      // -log sigmoid(x) = softplus(-x), stably; its derivative in x is -sigmoid(-x).
+      total += std::max(-x, 0.0) + std::log1p(std::exp(-std::abs(x)));
+      const double sig_neg = x >= 0 ? std::exp(-x) / (1.0 + std::exp(-x)) : 1.0 / (1.0 + std::exp(x));
+      const double du = -z * sig_neg * inv_n;  // d(loss)/d(scale c + bias)
+      db += du;
+      dt += du * scale * cij;
+      G[size_t(q * cols + j)] = du * scale;
+    }
+  if (d_logit_scale) *d_logit_scale += dt;
+  if (d_logit_bias) *d_logit_bias += db;
+  if (d_image) {
+    std::vector<double> dI(size_t(rows * E));
+    dgemm(false, false, rows, E, cols, 1.0, G.data(), cols, Tn.data(), E, 0.0, dI.data(), E);
+    normalise_rows_backward(I, dI, in, rows, E, d_image);
+  }
+  if (d_text) {
+    std::vector<double> dT(size_t(cols * E));
+    dgemm(true, false, cols, E, rows, 1.0, G.data(), cols, I.data(), E, 0.0, dT.data(), E);
+    normalise_rows_backward(Tn, dT, tn, cols, E, d_text);
+  }
+  return total;
+}
+
 template <typename T>
 SiglipLossResult<T> siglip_loss_rows(const T* image_features, const T* text_features, int64_t N, int64_t E,
                                      T logit_scale, T logit_bias, int64_t row0, int64_t rows, T* d_image, T* d_text,
@@ -110,61 +178,22 @@ SiglipLossResult<T> siglip_loss_rows(const T* image_features, const T* text_feat
   if (row0 < 0 || rows <= 0 || row0 + rows > N)
     throw Error("siglip_loss: rows " + std::to_string(row0) + ".." + std::to_string(row0 + rows) +
                 " outside a batch of " + std::to_string(N));
-  const size_t NE = size_t(N * E);
-  std::vector<double> I(NE), Tn(NE), in(static_cast<size_t>(N)), tn(static_cast<size_t>(N));
-  auto normalise = [&](const T* x, std::vector<double>& y, std::vector<double>& norm) {
-    for (int64_t i = 0; i < N; ++i) {
-      double q = 0;
-      for (int64_t e = 0; e < E; ++e) q += double(x[i * E + e]) * double(x[i * E + e]);
-      norm[i] = std::sqrt(q);
-      if (!(norm[i] > 0)) throw Error("siglip_loss: a feature vector has zero (or non-finite) norm");
-      for (int64_t e = 0; e < E; ++e) y[i * E + e] = double(x[i * E + e]) / norm[i];
-    }
-  };
-  normalise(image_features, I, in);
-  normalise(text_features, Tn, tn);
-  const double scale = std::exp(double(logit_scale)), bias = double(logit_bias);
-  // C[q, j] = <I_{row0 + q}, T_j>; G[q, j] = d(share)/dC (one product each way).
-  const size_t RN = size_t(rows * N);
-  std::vector<double> C(RN), G(RN);
-  const double* IR = I.data() + row0 * E;
-  dgemm(false, true, rows, N, E, 1.0, IR, E, Tn.data(), E, 0.0, C.data(), N);
-  double total = 0, dt = 0, db = 0;
-  const double inv_n = 1.0 / double(N);
-  for (int64_t q = 0; q < rows; ++q) {
-    const int64_t i = row0 + q;
-    for (int64_t j = 0; j < N; ++j) {
-      const double cij = C[size_t(q * N + j)];
-      const double z = i == j ? 1.0 : -1.0, x = z * (scale * cij + bias);
-      // -log sigmoid(x) = softplus(-x), stably; its derivative in x is -sigmoid(-x).
-      total += std::max(-x, 0.0) + std::log1p(std::exp(-std::abs(x)));
-      const double sig_neg = x >= 0 ? std::exp(-x) / (1.0 + std::exp(-x)) : 1.0 / (1.0 + std::exp(x));
-      const double du = -z * sig_neg * inv_n;  // d(share loss)/d(scale c + bias)
-      db += du;
-      dt += du * scale * cij;
-      G[size_t(q * N + j)] = du * scale;
-    }
-  }
-  std::vector<double> dI(NE, 0.0), dT(NE, 0.0);
-  dgemm(false, false, rows, E, N, 1.0, G.data(), N, Tn.data(), E, 0.0, dI.data() + row0 * E, E);
-  dgemm(true, false, N, E, rows, 1.0, G.data(), N, IR, E, 0.0, dT.data(), E);
+  if (d_image) std::fill(d_image, d_image + N * E, T(0));
+  if (d_text) std::fill(d_text, d_text + N * E, T(0));
+  double dt = 0, db = 0;
+  const double total = siglip_loss_block<T>(image_features + row0 * E, rows, text_features, N, E, logit_scale, logit_bias,
+                                            row0, N, d_image ? d_image + row0 * E : nullptr, d_text, &dt, &db);
   if (d_logit_scale) *d_logit_scale = T(dt);
   if (d_logit_bias) *d_logit_bias = T(db);
-  auto back = [&](const std::vector<double>& Y, const std::vector<double>& dY, const std::vector<double>& norm, T* dx) {
-    if (!dx) return;
-    for (int64_t i = 0; i < N; ++i) {
-      double d = 0;
-      for (int64_t e = 0; e < E; ++e) d += Y[i * E + e] * dY[i * E + e];
-      for (int64_t e = 0; e < E; ++e) dx[i * E + e] = T((dY[i * E + e] - Y[i * E + e] * d) / norm[i]);
-    }
-  };
-  back(I, dI, in, d_image);
-  back(Tn, dT, tn, d_text);
   SiglipLossResult<T> r;
   r.loss = total / double(rows);
   return r;
 }
 
+template double siglip_loss_block<float>(const float*, int64_t, const float*, int64_t, int64_t, float, float, int64_t,
+                                         int64_t, float*, float*, double*, double*);
+template double siglip_loss_block<double>(const double*, int64_t, const double*, int64_t, int64_t, double, double,
+                                          int64_t, int64_t, double*, double*, double*, double*);
 template SiglipLossResult<float> siglip_loss_rows<float>(const float*, const float*, int64_t, int64_t, float, float,
                                                          int64_t, int64_t, float*, float*, float*, float*);
 template SiglipLossResult<double> siglip_loss_rows<double>(const double*, const double*, int64_t, int64_t, double,

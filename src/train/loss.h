@@ -50,6 +50,16 @@ template <typename T>
 struct SiglipLossResult {
   double loss = 0;
 };
+// The block of that loss between `rows` images and `cols` texts (image q's positive is text
+// q + positive_offset when that is in 0..cols-1, every other pair a negative), each term
+// weighted 1/N: returns the sum of the block's -log sigmoid terms, and ADDS the block's
+// gradient (of the weighted sum) to d_image [rows, E], d_text [cols, E], *d_logit_scale and
+// *d_logit_bias (each may be null). The distributed sigmoid loss passes text blocks around a
+// ring of ranks and sums these.
+template <typename T>
+double siglip_loss_block(const T* image, int64_t rows, const T* text, int64_t cols, int64_t E, T logit_scale,
+                         T logit_bias, int64_t positive_offset, int64_t N, T* d_image, T* d_text, double* d_logit_scale,
+                         double* d_logit_bias);
 template <typename T>
 SiglipLossResult<T> siglip_loss_rows(const T* image_features, const T* text_features, int64_t N, int64_t E,
                                      T logit_scale, T logit_bias, int64_t row0, int64_t rows, T* d_image, T* d_text,
