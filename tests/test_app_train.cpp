@@ -782,3 +782,38 @@ TEST_F(TrainApp, MpiKilledRankEndsTheJobAndOneProcessFinishesIt) {
   ASSERT_EQ(r.status, 0) << r.log;
   EXPECT_TRUE(fs::exists(out / "model" / "open_clip_model.safetensors"));
 }
+
+// `--loss siglip`: the model gets a logit_bias (open_clip's SigLIP init: t = ln 10, b = -10),
+// 2 processes (the ring) train as 1, and the saved model (init_logit_bias in its config,
+// logit_bias among its tensors) loads for inference.
+TEST_F(TrainApp, MpiSigmoidLossTwoProcessesTrainAsOne) {
+  require_mpi();
+  auto args = [](const fs::path& out) {
+    std::vector<std::string> a = with(train_args(out, 5, "0"), {"--loss", "siglip"});
+    *std::find(a.begin(), a.end(), "20") = "8";  // --steps 8
+    return a;
+  };
+  const fs::path one = scratch() / "siglip_one", two = scratch() / "siglip_two";
+  Exit e1 = run(args(one));
+  ASSERT_EQ(e1.status, 0) << e1.log;
+  Exit e2 = wait_for(spawn_mpi(2, args(two)));
+  ASSERT_EQ(e2.status, 0) << e2.log;
+  const std::vector<double> a = train_losses(one), b = train_losses(two);
+  ASSERT_EQ(a.size(), 8u);
+  ASSERT_EQ(b.size(), 8u);
+  double worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(a[i] - b[i]) / std::abs(a[i]));
+  std::printf("sigmoid loss, 2 processes vs 1: largest per-step loss relative difference %.3e (first loss %.4f)\n",
+              worst, a[0]);
+  EXPECT_LE(worst, 1e-4);
+  const nlohmann::json cfg = nlohmann::json::parse(read_text_file((two / "model" / "open_clip_config.json").string()));
+  EXPECT_EQ(cfg["model_cfg"]["init_logit_bias"], -10.0) << cfg.dump();
+  clip::SafetensorsFile f = clip::SafetensorsFile::open((two / "model" / "open_clip_model.safetensors").string());
+  ASSERT_NE(f.find("logit_bias"), nullptr);
+  const fs::path npy = scratch() / "siglip_embed.npy";
+  clip::test::CliRun r = clip::test::run_clip(
+      "embed --model " + (two / "model").string() + " --images " + (data().val_dir / "cat").string() + " -o " +
+          npy.string(),
+      scratch().string());
+  EXPECT_EQ(r.status, 0) << r.err;
+}
