@@ -116,15 +116,17 @@ double relative_difference(const T* a, const T* b, size_t n) {
 // micro: the ranks' own micro-batches (cached-feature accumulation under MPI); the reference
 // then runs micro-batches of the same rows.
 template <typename T>
-bool check_case(Comm& comm, const char* arch, const ModelConfig& c, double grad_bound, int64_t micro = 0) {
+bool check_case(Comm& comm, const char* arch, const ModelConfig& c, double grad_bound, int64_t micro = 0,
+                bool local_loss = true) {
   const int W = comm.size(), r = comm.rank();
   const int64_t B = 8, local = B / W;
   const int64_t pixel_row = 3 * int64_t(c.vision.image_size) * c.vision.image_size, id_row = c.text.context_length;
   bool ok = true;
   auto say = [&](const std::string& line) {
     if (r == 0)
-      std::printf("%s %s%s: %s\n", arch, sizeof(T) == 8 ? "float64" : "float32",
-                  micro > 0 ? (", micro-batches of " + std::to_string(micro)).c_str() : "", line.c_str());
+      std::printf("%s %s%s%s: %s\n", arch, sizeof(T) == 8 ? "float64" : "float32",
+                  micro > 0 ? (", micro-batches of " + std::to_string(micro)).c_str() : "",
+                  local_loss ? "" : ", no local loss", line.c_str());
   };
   // One step's gradient.
   {
@@ -135,6 +137,7 @@ bool check_case(Comm& comm, const char* arch, const ModelConfig& c, double grad_
     GradientOptions od;
     od.comm = &comm;
     od.micro_batch = micro;
+    od.local_loss = local_loss;
     const double ld = contrastive_gradients(dist, b.pixels.data() + r * local * pixel_row,
                                             b.ids.data() + r * local * id_row, local, od).loss;
     GradientOptions orf;
@@ -161,6 +164,7 @@ bool check_case(Comm& comm, const char* arch, const ModelConfig& c, double grad_
     TrainConfig tr = tc;
     tc.comm = &comm;
     tc.micro_batch = micro;
+    tc.local_loss = local_loss;
     tr.micro_batch = micro > 0 ? micro : local;
     Trainer<T> td(dist, tc), trf(ref, tr);
     double worst_loss = 0;
@@ -210,6 +214,7 @@ int worker() {
     ModelConfig rn_siglip = resnet_config();
     rn_siglip.init_logit_bias = -10.0f;
     ok = check_case<double>(comm, "ResNet sigmoid loss", rn_siglip, 1e-12) && ok;
+    ok = check_case<double>(comm, "ViT", vit_config(), 1e-12, 0, /*local_loss=*/false) && ok;
     if (comm.size() == 2) {  // accumulation under MPI: micro-batches of 2 of each rank's 4
       ok = check_case<double>(comm, "ViT", vit_config(), 1e-12, 2) && ok;
       ok = check_case<double>(comm, "ResNet", resnet_config(), 1e-12, 2) && ok;

@@ -95,6 +95,7 @@ const std::vector<Setting>& settings() {
       {"threads", Kind::Int, 0, "Compute threads (0: all cores); bitwise resume needs the same count", false},
       {"workers", Kind::Int, 2, "Image decoding threads of the loader", false},
       {"recompute", Kind::Flag, false, "Recompute activations in backward (less memory, same gradients)", false},
+      {"no-local-loss", Kind::Flag, false, "Under mpirun: every process computes the whole batch's loss (N x N memory) instead of its rows' (same gradients)", false},
       {"loss", Kind::Str, "clip", "clip (CLIP's softmax contrastive loss) or siglip (SigLIP's pairwise sigmoid loss; the model gets a learned logit_bias, init -10, and logit_scale starts at ln 10)", true},
       {"lock-image", Kind::Flag, false, "Freeze the image tower (locked-image tuning)", true},
       {"lock-text", Kind::Flag, false, "Freeze the text tower", true},
@@ -669,6 +670,7 @@ void run_train(Cli& cli) {
   tc.freeze_image = cfg["lock-image"];
   tc.freeze_text = cfg["lock-text"];
   tc.comm = &comm;
+  tc.local_loss = !cfg["no-local-loss"].get<bool>();
   train::Trainer<float> trainer(model, tc);
 
   // 6. Validation.

@@ -91,8 +91,19 @@ ClipLossResult<T> distributed_gradients(ClipNetwork<T>& model, const float* pixe
     });
     test_point("loss");
     std::vector<T> d_all_img(all_img.size()), d_all_txt(all_txt.size());
-    r = loss_and_feature_gradients<T>(model, all_img.data(), all_txt.data(), global, E, row0, N, d_all_img.data(),
-                                      d_all_txt.data());
+    if (options.local_loss) {
+      r = loss_and_feature_gradients<T>(model, all_img.data(), all_txt.data(), global, E, row0, N, d_all_img.data(),
+                                        d_all_txt.data());
+    } else {
+      // Every rank the whole W N x W N loss (O(N^2) memory); its gradient, counted once per rank
+      // by the sums below, is divided by W.
+      r = loss_and_feature_gradients<T>(model, all_img.data(), all_txt.data(), global, E, 0, global, d_all_img.data(),
+                                        d_all_txt.data());
+      const T inv = T(1) / T(W);
+      for (T& g : d_all_img) g *= inv;
+      for (T& g : d_all_txt) g *= inv;
+      model.logit_scale_grad() *= inv;
+    }
     // 3. the gradients of this rank's features, summed over every rank's share
     timed([&] {
       comm.reduce_scatter_sum(d_all_img.data(), N * E, dimg.data());

@@ -35,6 +35,9 @@ struct GradientOptions {
   // ends with the gradient of the global batch's loss, as one process with micro-batches of
   // N would compute it (BatchNorm statistics are per rank, i.e. per micro-batch).
   Comm* comm = nullptr;
+  // With comm: each rank computes the loss of its own rows only (open_clip's local_loss);
+  // false: every rank the whole batch's (same gradient, W times the loss memory).
+  bool local_loss = true;
 };
 
 // Zeroes the model's gradients, then fills them with d(loss)/d(parameters) for the batch

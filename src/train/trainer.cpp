@@ -26,6 +26,7 @@ StepStats Trainer<T>::step(const float* pixels, const int32_t* ids, int64_t N) {
   go.train_image = !config_.freeze_image;
   go.train_text = !config_.freeze_text;
   go.comm = config_.comm;
+  go.local_loss = config_.local_loss;
   const ClipLossResult<T> r = contrastive_gradients(model_, pixels, ids, N, go);
   s.loss = r.loss;
   s.comm_seconds = r.comm_seconds;

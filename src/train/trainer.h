@@ -25,6 +25,7 @@ struct TrainConfig {
   bool freeze_text = false;
   // Data parallel: step() gets this rank's rows of each global batch (GradientOptions::comm).
   Comm* comm = nullptr;
+  bool local_loss = true;  // GradientOptions::local_loss
 };
 
 struct StepStats {
