@@ -1,7 +1,9 @@
 #include "backend/comm.h"
 
 #include <algorithm>
+#include <chrono>
 #include <climits>
+#include <thread>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -43,6 +45,24 @@ void check(int rc, const char* what) {
 std::vector<MPI_Request>& pending() {
   static std::vector<MPI_Request> requests;
   return requests;
+}
+bool& progress_thread_allowed() {
+  static bool allowed = false;
+  return allowed;
+}
+// Open MPI 4's non-blocking collectives advance only inside MPI calls; while the backward runs
+// (no MPI calls) this thread makes them: MPI_Testall on the started requests until all are done.
+struct Progress {
+  std::thread thread;
+  std::vector<MPI_Request> requests;  // owned by the thread while it runs
+  int error = MPI_SUCCESS;
+  ~Progress() {
+    if (thread.joinable()) thread.detach();  // only after an error left a sum unwaited
+  }
+};
+Progress& progress() {
+  static Progress p;
+  return p;
 }
 template <class T>
 MPI_Datatype type_of();
@@ -89,7 +109,10 @@ Comm::Comm() {
   if (!launched_by_mpirun()) return;
 #if defined(CLIP_HAVE_MPI)
   int provided = 0;
-  check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
+  // MULTIPLE where the library offers it: a helper thread then drives the non-blocking gradient
+  // sums while the backward runs (start_allreduce_sum); else only this thread calls MPI.
+  check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided), "MPI_Init_thread");
+  progress_thread_allowed() = provided >= MPI_THREAD_MULTIPLE;
   // Errors come back as return codes (turned into clip::Error), not as an abort inside MPI.
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
@@ -201,6 +224,17 @@ void start_sum(bool mpi, T* data, int64_t n) {
           "MPI_Iallreduce");
     pending().push_back(r);
   }
+  Progress& p = progress();
+  if (!progress_thread_allowed() || p.thread.joinable()) return;  // (one batch of requests at a time)
+  p.requests.swap(pending());
+  p.error = MPI_SUCCESS;
+  p.thread = std::thread([&p] {
+    int done = 0;
+    while (!done && p.error == MPI_SUCCESS) {
+      p.error = MPI_Testall(int(p.requests.size()), p.requests.data(), &done, MPI_STATUSES_IGNORE);
+      if (!done) std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  });
 }
 #else
 template <class T>
@@ -213,6 +247,12 @@ void Comm::start_allreduce_sum(double* data, int64_t n) { start_sum(mpi_, data, 
 
 void Comm::wait_all() {
 #if defined(CLIP_HAVE_MPI)
+  Progress& p = progress();
+  if (p.thread.joinable()) {
+    p.thread.join();
+    p.requests.clear();
+    check(p.error, "MPI_Testall");
+  }
   if (pending().empty()) return;
   std::vector<MPI_Request> r;
   r.swap(pending());

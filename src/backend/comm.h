@@ -5,8 +5,9 @@
 //
 // MPI is initialised on the first call of Comm::world() when the environment says mpirun
 // started this process (OMPI_COMM_WORLD_SIZE, or PMI_SIZE / PMIX_RANK of other launchers), with
-// MPI_THREAD_FUNNELED: only the thread that initialised it calls MPI (the data loader's
-// workers never do). It is finalised at exit. Every call is collective: all ranks make it, in
+// MPI_THREAD_MULTIPLE where offered: the thread that initialised it makes every call, plus a
+// helper that drives started non-blocking sums (start_allreduce_sum) to completion; the data
+// loader's workers never call MPI. It is finalised at exit. Every call is collective: all ranks make it, in
 // the same order, with the same sizes.
 #include <cstdint>
 #include <string>
