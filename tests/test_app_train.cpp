@@ -667,6 +667,8 @@ Child spawn_mpi(int np, const std::vector<std::string>& args) {
     ::setenv("OMP_NUM_THREADS", "1", 1);
     // Under ASan: Open MPI's own allocations outlive MPI_Finalize (not clip's to free).
     ::setenv("ASAN_OPTIONS", "detect_leaks=0", 1);
+    // Containers often forbid the cross-process memory copy of Open MPI's shared-memory transport.
+    ::setenv("OMPI_MCA_btl_vader_single_copy_mechanism", "none", 1);
   });
   return c;
 }

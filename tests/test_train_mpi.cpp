@@ -317,7 +317,9 @@ void run_workers(int ranks) {
   ASSERT_TRUE(comm_built_with_mpi()) << "clip was built without MPI: install libopenmpi-dev openmpi-bin and rebuild";
   const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
   // (ASAN_OPTIONS: under ASan, Open MPI's own allocations outlive MPI_Finalize.)
-  const std::string cmd = "CLIP_MPI_WORKER=1 OMP_NUM_THREADS=1 ASAN_OPTIONS=detect_leaks=0 timeout 300 mpirun "
+  // (OMPI_MCA_btl_vader_single_copy_mechanism: containers often forbid the cross-process copy.)
+  const std::string cmd = "CLIP_MPI_WORKER=1 OMP_NUM_THREADS=1 ASAN_OPTIONS=detect_leaks=0 "
+                          "OMPI_MCA_btl_vader_single_copy_mechanism=none timeout 300 mpirun "
                           "--allow-run-as-root --oversubscribe -np " + std::to_string(ranks) + " " + self + " 2>&1";
   std::string output;
   FILE* p = ::popen(cmd.c_str(), "r");
