@@ -129,6 +129,9 @@ TEST(AppInfo, SystemReportsTheCpuAndTheCapLowersThePaths) {
   EXPECT_EQ(field(base.out, "own kernels"), "baseline (scalar/SSE)");
   EXPECT_EQ(field(base.out, "oneDNN kernels"), "sse41");
   EXPECT_EQ(field(base.out, "best isa"), best);  // the cap does not change what the CPU has
+  // The int4 / GGUF block kernel follows the cap too (portable below AVX512-VNNI).
+  EXPECT_NE(base.out.find("block kernel: portable"), std::string::npos) << base.out;
+  EXPECT_NE(native.out.find("training:"), std::string::npos) << native.out;
 
   const CliRun avx2 = info_system("avx2");
   ASSERT_EQ(avx2.status, 0) << avx2.err;

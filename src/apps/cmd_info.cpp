@@ -7,6 +7,7 @@
 #include <string>
 
 #include "apps/command.h"
+#include "backend/comm.h"
 #include "backend/cpu_features.h"
 #include "core/error.h"
 #include "backend/matmul.h"
@@ -34,6 +35,8 @@ void print_system() {
               int8_available() ? ", int8 (oneDNN brgemm u8 x s8, AVX512-VNNI/AMX)"
                                : " (int8 needs AVX512-VNNI or AMX and oneDNN)");
   std::printf("                  int4 and GGUF q4_0/q8_0 weights (block kernel: %s)\n", block_kernel_name());
+  std::printf("training:         %s\n", comm_built_with_mpi() ? "across processes and machines: mpirun -np N clip train (MPI)"
+                                                              : "one process (built without MPI: libopenmpi-dev)");
   std::printf("build:            %s\n",
 #if defined(__AVX512F__)
               "compiled for AVX-512 (CLIP_NATIVE)"
