@@ -214,6 +214,7 @@ int worker() {
     ModelConfig rn_siglip = resnet_config();
     rn_siglip.init_logit_bias = -10.0f;
     ok = check_case<double>(comm, "ResNet sigmoid loss", rn_siglip, 1e-12) && ok;
+    if (comm.size() == 2) ok = check_case<float>(comm, "ResNet sigmoid loss", rn_siglip, 1e-6) && ok;
     ok = check_case<double>(comm, "ViT", vit_config(), 1e-12, 0, /*local_loss=*/false) && ok;
     if (comm.size() == 2) {  // accumulation under MPI: micro-batches of 2 of each rank's 4
       ok = check_case<double>(comm, "ViT", vit_config(), 1e-12, 2) && ok;
