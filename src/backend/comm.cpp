@@ -96,6 +96,11 @@ Comm& Comm::world() {
   return c;
 }
 
+Comm& Comm::self() {
+  static Comm c{One{}};
+  return c;
+}
+
 std::string comm_rank_suffix() {
   if (!made || !made->distributed()) return "";
   return " (rank " + std::to_string(made->rank()) + " of " + std::to_string(made->size()) + ")";

@@ -17,6 +17,9 @@ namespace clip {
 class Comm {
  public:
   static Comm& world();
+  // A world of one whatever the launcher (every collective a copy): one process's training
+  // runs the data-parallel code on it.
+  static Comm& self();
 
   int rank() const { return rank_; }
   int size() const { return size_; }
@@ -53,6 +56,8 @@ class Comm {
 
  private:
   Comm();
+  struct One {};
+  explicit Comm(One) {}
   ~Comm();
   int rank_ = 0, size_ = 1;
   bool mpi_ = false;

@@ -32,11 +32,11 @@ ClipLossResult<T> loss_and_feature_gradients(ClipNetwork<T>& model, const T* img
   return r;
 }
 
-// contrastive_gradients across the ranks of options.comm (see GradientOptions::comm).
+// contrastive_gradients on the ranks of `comm` (see GradientOptions::comm); one process is a
+// world of one, where every collective is a copy.
 template <typename T>
-ClipLossResult<T> distributed_gradients(ClipNetwork<T>& model, const float* pixels, const int32_t* ids, int64_t N,
-                                        int64_t mb, const GradientOptions& options) {
-  Comm& comm = *options.comm;
+ClipLossResult<T> gradients_on(Comm& comm, ClipNetwork<T>& model, const float* pixels, const int32_t* ids, int64_t N,
+                               int64_t mb, const GradientOptions& options) {
   double comm_seconds = 0;
   auto timed = [&comm_seconds](auto&& collective) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -112,10 +112,8 @@ ClipLossResult<T> distributed_gradients(ClipNetwork<T>& model, const float* pixe
   }
   test_point("backward");
   // 3. back-propagation, the image tower first: the sum of its gradients over the ranks (the
-  //    first bucket) starts while the text tower's backward runs; then the second bucket (text
-  //    tower, logit parameters). (Open MPI 4's non-blocking collectives progress inside MPI
-  //    calls, so on TCP most of the first bucket still moves at the wait: the comm_s metric
-  //    counts what was not hidden.)
+  //    first bucket) starts while the text tower's backward runs (Comm's helper thread drives
+  //    it); then the second bucket (text tower, logit parameters). comm_s counts the waits.
   std::vector<T> scratch(size_t(mb * E));
   if (options.train_image) {
     if (mb == N) {
@@ -167,49 +165,10 @@ ClipLossResult<T> contrastive_gradients(ClipNetwork<T>& model, const float* pixe
                                         const int32_t* ids, int64_t N,
                                         const GradientOptions& options) {
   if (N < 1) throw Error("training: empty batch");
-  const ModelConfig& c = model.config();
-  const int64_t E = c.embed_dim, ctx = c.text.context_length;
-  const int64_t image_elems = 3 * int64_t(c.vision.image_size) * c.vision.image_size;
   const int64_t mb = options.micro_batch <= 0 ? N : std::min(options.micro_batch, N);
   test_point("forward");
   model.zero_grad();
-  if (options.comm && options.comm->distributed()) return distributed_gradients(model, pixels, ids, N, mb, options);
-  std::vector<T> img(size_t(N * E)), txt(size_t(N * E)), dimg(size_t(N * E)), dtxt(size_t(N * E));
-  if (mb == N) {
-    model.forward_image(pixels, N, img.data());
-    model.forward_text(ids, N, txt.data());
-    test_point("loss");
-    auto r = loss_and_feature_gradients<T>(model, img.data(), txt.data(), N, E, 0, N, dimg.data(), dtxt.data());
-    test_point("backward");
-    if (options.train_image) model.backward_image(dimg.data());
-    if (options.train_text) model.backward_text(dtxt.data());
-    return r;
-  }
-  // 1. features of every micro-batch
-  for (int64_t b = 0; b < N; b += mb) {
-    const int64_t n = std::min(mb, N - b);
-    model.forward_image(pixels + b * image_elems, n, img.data() + b * E);
-    model.forward_text(ids + b * ctx, n, txt.data() + b * E);
-  }
-  // 2. the loss over the whole batch
-  test_point("loss");
-  auto r = loss_and_feature_gradients<T>(model, img.data(), txt.data(), N, E, 0, N, dimg.data(), dtxt.data());
-  // 3. re-run each micro-batch with its rows' feature gradients
-  std::vector<T> scratch(size_t(mb * E));
-  for (int64_t b = 0; b < N; b += mb) {
-    const int64_t n = std::min(mb, N - b);
-    if (options.train_image) {
-      // The same batch statistics as in pass 1; the running statistics already counted it.
-      model.forward_image(pixels + b * image_elems, n, scratch.data(),
-                          /*update_running_stats=*/false);
-      model.backward_image(dimg.data() + b * E);
-    }
-    if (options.train_text) {
-      model.forward_text(ids + b * ctx, n, scratch.data());
-      model.backward_text(dtxt.data() + b * E);
-    }
-  }
-  return r;
+  return gradients_on(options.comm ? *options.comm : Comm::self(), model, pixels, ids, N, mb, options);
 }
 
 template ClipLossResult<float> contrastive_gradients<float>(ClipNetwork<float>&, const float*,

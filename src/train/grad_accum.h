@@ -33,7 +33,8 @@ struct GradientOptions {
   // (local loss, clip_loss_rows), the feature gradients are summed back to the ranks that
   // own them (reduce-scatter), and the parameter gradients are summed over ranks: every rank
   // ends with the gradient of the global batch's loss, as one process with micro-batches of
-  // N would compute it (BatchNorm statistics are per rank, i.e. per micro-batch).
+  // N would compute it (BatchNorm statistics are per rank, i.e. per micro-batch). Null: one
+  // process (Comm::self(): the same code, collectives are copies).
   Comm* comm = nullptr;
   // With comm: each rank computes the loss of its own rows only (open_clip's local_loss);
   // false: every rank the whole batch's (same gradient, W times the loss memory).

@@ -10,6 +10,33 @@
 
 namespace clip::train {
 
+namespace {
+// x / ||x|| per row, in double, with the norms.
+template <typename T>
+void normalise_rows(const T* x, int64_t n, int64_t E, std::vector<double>& y, std::vector<double>& norm, const char* what) {
+  y.resize(size_t(n * E));
+  norm.resize(size_t(n));
+  for (int64_t i = 0; i < n; ++i) {
+    double q = 0;
+    for (int64_t e = 0; e < E; ++e) q += double(x[i * E + e]) * double(x[i * E + e]);
+    norm[size_t(i)] = std::sqrt(q);
+    if (!(norm[size_t(i)] > 0)) throw Error(std::string(what) + ": a feature vector has zero (or non-finite) norm");
+    for (int64_t e = 0; e < E; ++e) y[size_t(i * E + e)] = double(x[i * E + e]) / norm[size_t(i)];
+  }
+}
+// dx += (dy - y <y, dy>) / ||x|| per row: the normalisation's backward (linear in dy).
+template <typename T>
+void normalise_rows_backward(const std::vector<double>& y, const std::vector<double>& dy, const std::vector<double>& norm,
+                             int64_t n, int64_t E, T* dx) {
+  for (int64_t i = 0; i < n; ++i) {
+    double d = 0;
+    for (int64_t e = 0; e < E; ++e) d += y[size_t(i * E + e)] * dy[size_t(i * E + e)];
+    for (int64_t e = 0; e < E; ++e)
+      dx[i * E + e] += T((dy[size_t(i * E + e)] - y[size_t(i * E + e)] * d) / norm[size_t(i)]);
+  }
+}
+}  // namespace
+
 template <typename T>
 ClipLossResult<T> clip_loss(const T* image_features, const T* text_features, int64_t N,
                             int64_t E, T logit_scale, T* d_image, T* d_text, T* d_logit_scale,
@@ -38,18 +65,9 @@ ClipLossResult<T> clip_loss_rows(const T* image_features, const T* text_features
     throw Error("clip_loss: rows " + std::to_string(row0) + ".." + std::to_string(row0 + rows) + " outside a batch of " +
                 std::to_string(N));
   const size_t NE = size_t(N * E);
-  std::vector<double> I(NE), Tn(NE), in(static_cast<size_t>(N)), tn(static_cast<size_t>(N));
-  auto normalise = [&](const T* x, std::vector<double>& y, std::vector<double>& norm) {
-    for (int64_t i = 0; i < N; ++i) {
-      double q = 0;
-      for (int64_t e = 0; e < E; ++e) q += double(x[i * E + e]) * double(x[i * E + e]);
-      norm[i] = std::sqrt(q);
-      if (!(norm[i] > 0)) throw Error("clip_loss: a feature vector has zero (or non-finite) norm");
-      for (int64_t e = 0; e < E; ++e) y[i * E + e] = double(x[i * E + e]) / norm[i];
-    }
-  };
-  normalise(image_features, I, in);
-  normalise(text_features, Tn, tn);
+  std::vector<double> I, Tn, in, tn;
+  normalise_rows(image_features, N, E, I, in, "clip_loss");
+  normalise_rows(text_features, N, E, Tn, tn, "clip_loss");
   const double scale = std::exp(double(logit_scale));
   // SA[q, k] = S[row0 + q, k] (the share's image rows), SB[q, k] = S[k, row0 + q] (its text
   // columns), as products: O(rows N) memory, BLAS speed.
@@ -89,45 +107,17 @@ ClipLossResult<T> clip_loss_rows(const T* image_features, const T* text_features
   dgemm(true, false, N, E, rows, scale, B.data(), N, TR, E, 1.0, dI.data(), E);
   dgemm(true, false, N, E, rows, scale, A.data(), N, IR, E, 1.0, dT.data(), E);
   dgemm(false, false, rows, E, N, scale, B.data(), N, I.data(), E, 1.0, dT.data() + row0 * E, E);
-  auto back = [&](const std::vector<double>& Y, const std::vector<double>& dY, const std::vector<double>& norm, T* dx) {
-    if (!dx) return;
-    for (int64_t i = 0; i < N; ++i) {
-      double d = 0;
-      for (int64_t e = 0; e < E; ++e) d += Y[i * E + e] * dY[i * E + e];
-      for (int64_t e = 0; e < E; ++e) dx[i * E + e] = T((dY[i * E + e] - Y[i * E + e] * d) / norm[i]);
-    }
-  };
-  back(I, dI, in, d_image);
-  back(Tn, dT, tn, d_text);
+  if (d_image) {
+    std::fill(d_image, d_image + NE, T(0));
+    normalise_rows_backward(I, dI, in, N, E, d_image);
+  }
+  if (d_text) {
+    std::fill(d_text, d_text + NE, T(0));
+    normalise_rows_backward(Tn, dT, tn, N, E, d_text);
+  }
   return r;
 }
 
-namespace {
-// x / ||x|| per row, in double, with the norms.
-template <typename T>
-void normalise_rows(const T* x, int64_t n, int64_t E, std::vector<double>& y, std::vector<double>& norm, const char* what) {
-  y.resize(size_t(n * E));
-  norm.resize(size_t(n));
-  for (int64_t i = 0; i < n; ++i) {
-    double q = 0;
-    for (int64_t e = 0; e < E; ++e) q += double(x[i * E + e]) * double(x[i * E + e]);
-    norm[size_t(i)] = std::sqrt(q);
-    if (!(norm[size_t(i)] > 0)) throw Error(std::string(what) + ": a feature vector has zero (or non-finite) norm");
-    for (int64_t e = 0; e < E; ++e) y[size_t(i * E + e)] = double(x[i * E + e]) / norm[size_t(i)];
-  }
-}
-// dx += (dy - y <y, dy>) / ||x|| per row: the normalisation's backward (linear in dy).
-template <typename T>
-void normalise_rows_backward(const std::vector<double>& y, const std::vector<double>& dy, const std::vector<double>& norm,
-                             int64_t n, int64_t E, T* dx) {
-  for (int64_t i = 0; i < n; ++i) {
-    double d = 0;
-    for (int64_t e = 0; e < E; ++e) d += y[size_t(i * E + e)] * dy[size_t(i * E + e)];
-    for (int64_t e = 0; e < E; ++e)
-      dx[i * E + e] += T((dy[size_t(i * E + e)] - y[size_t(i * E + e)] * d) / norm[size_t(i)]);
-  }
-}
-}  // namespace
 
 template <typename T>
 double siglip_loss_block(const T* image, int64_t rows, const T* text, int64_t cols, int64_t E, T logit_scale,
