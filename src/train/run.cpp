@@ -152,6 +152,33 @@ struct TrainRun::Impl {
     prune_checkpoints(ckdir, o.keep);
   }
 
+  // Keeps metrics.jsonl up to the resumed checkpoint's step: what a killed run logged after it
+  // is redone (a half-written last line is dropped too).
+  void keep_metrics_up_to_checkpoint() {
+    std::string kept;
+    std::error_code ec;
+    if (fs::exists(metrics_path, ec)) {
+      const std::string text = read_text_file(metrics_path);
+      size_t pos = 0;
+      while (pos < text.size()) {
+        size_t nl = text.find('\n', pos);
+        if (nl == std::string::npos) break;  // a partial last line (killed while writing it)
+        const std::string line = text.substr(pos, nl - pos);
+        pos = nl + 1;
+        try {
+          const json j = json::parse(line);
+          if (j.is_object() && j.contains("step") && j["step"].get<int64_t>() <= state.step) {
+            kept += line + "\n";
+            lines.push_back(line);
+          }
+        } catch (const std::exception&) {
+          // not a record: dropped
+        }
+      }
+    }
+    write_file_atomic(metrics_path, kept);
+  }
+
   // Every rank starts from rank 0's parameters (the same seed gives the same ones; this makes
   // it so whatever the initialisation's path).
   void agree_on_parameters() {
@@ -197,25 +224,28 @@ const std::string& TrainRun::checkpoints_dir() const { return impl_->ckdir; }
 void TrainRun::start(const std::string& resume_from) {
   Impl& m = *impl_;
   if (m.started) throw Error("training: start() called twice");
-  if (!m.writer()) return start_follower(resume_from);
-  std::error_code ec;
-  fs::create_directories(m.o.output, ec);
-  if (ec) throw Error(m.o.output + ": cannot create the output folder: " + ec.message());
-  const std::string lock_path = (fs::path(m.o.output) / ".lock").string();
-  m.lock_fd = ::open(lock_path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644);
-  if (m.lock_fd < 0) throw Error(lock_path + ": cannot open: " + std::strerror(errno));
-  if (::flock(m.lock_fd, LOCK_EX | LOCK_NB) != 0)
-    throw Error(m.o.output + ": another `clip train` is writing to this folder (" + lock_path + " is locked)");
-  // Nobody else writes here: leftovers of interrupted runs can go.
-  remove_temporary_checkpoints(m.ckdir);
-  remove_output_leftovers(m.o.output);
+  // Ranks other than 0 take the same state and write nothing.
+  const bool writer = m.writer();
+  if (writer) {
+    std::error_code ec;
+    fs::create_directories(m.o.output, ec);
+    if (ec) throw Error(m.o.output + ": cannot create the output folder: " + ec.message());
+    const std::string lock_path = (fs::path(m.o.output) / ".lock").string();
+    m.lock_fd = ::open(lock_path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644);
+    if (m.lock_fd < 0) throw Error(lock_path + ": cannot open: " + std::strerror(errno));
+    if (::flock(m.lock_fd, LOCK_EX | LOCK_NB) != 0)
+      throw Error(m.o.output + ": another `clip train` is writing to this folder (" + lock_path + " is locked)");
+    // Nobody else writes here: leftovers of interrupted runs can go.
+    remove_temporary_checkpoints(m.ckdir);
+    remove_output_leftovers(m.o.output);
+  }
 
   if (resume_from.empty()) {
-    if (!list_checkpoints(m.ckdir).empty())
+    if (writer && !list_checkpoints(m.ckdir).empty())
       throw Error(m.o.output + ": this folder already holds checkpoints of a run; continue it with "
                   "--resume latest, or choose another --output");
     m.state = TrainState{};
-    write_file_atomic(m.metrics_path, std::string());
+    if (writer) write_file_atomic(m.metrics_path, std::string());
   } else {
     m.state = load_checkpoint_into(resume_from, m.model, m.trainer.optimizer());
     if (m.state.step > m.o.total_steps)
@@ -225,56 +255,18 @@ void TrainRun::start(const std::string& resume_from) {
     m.source.seek(m.state.loader);
     m.last_saved_step = m.state.step;
     m.last_checkpoint = resume_from;
-    // Keep the metrics up to the checkpoint: what a killed run logged after it is redone.
-    std::string kept;
-    if (fs::exists(m.metrics_path, ec)) {
-      const std::string text = read_text_file(m.metrics_path);
-      size_t pos = 0;
-      while (pos < text.size()) {
-        size_t nl = text.find('\n', pos);
-        if (nl == std::string::npos) break;  // a partial last line (killed while writing it)
-        const std::string line = text.substr(pos, nl - pos);
-        pos = nl + 1;
-        try {
-          const json j = json::parse(line);
-          if (j.is_object() && j.contains("step") && j["step"].get<int64_t>() <= m.state.step) {
-            kept += line + "\n";
-            m.lines.push_back(line);
-          }
-        } catch (const std::exception&) {
-          // not a record: dropped
-        }
-      }
-    }
-    write_file_atomic(m.metrics_path, kept);
+    if (writer) m.keep_metrics_up_to_checkpoint();
     m.log("resuming from " + resume_from + " at step " + std::to_string(m.state.step) + " (epoch " +
           std::to_string(m.state.loader.epoch) + ", sample " + std::to_string(m.state.loader.samples) + ")");
   }
   m.state.seed = m.o.seed;
   m.state.config_json = m.o.config_json.empty() ? std::string("{}") : m.o.config_json;
-  write_file_atomic((fs::path(m.o.output) / "config.json").string(),
-                    json::parse(m.state.config_json).dump(2) + "\n");
-  m.metrics = std::fopen(m.metrics_path.c_str(), "ab");
-  if (!m.metrics) throw Error(m.metrics_path + ": cannot open: " + std::strerror(errno));
-  m.elapsed_base = m.state.elapsed_seconds;
-  m.started = true;
-  m.agree_on_parameters();
-}
-
-// Ranks other than 0: the same state, nothing written.
-void TrainRun::start_follower(const std::string& resume_from) {
-  Impl& m = *impl_;
-  if (resume_from.empty()) {
-    m.state = TrainState{};
-  } else {
-    m.state = load_checkpoint_into(resume_from, m.model, m.trainer.optimizer());
-    m.trainer.set_steps_done(m.state.step);
-    m.source.seek(m.state.loader);
-    m.last_saved_step = m.state.step;
-    m.last_checkpoint = resume_from;
+  if (writer) {
+    write_file_atomic((fs::path(m.o.output) / "config.json").string(),
+                      json::parse(m.state.config_json).dump(2) + "\n");
+    m.metrics = std::fopen(m.metrics_path.c_str(), "ab");
+    if (!m.metrics) throw Error(m.metrics_path + ": cannot open: " + std::strerror(errno));
   }
-  m.state.seed = m.o.seed;
-  m.state.config_json = m.o.config_json.empty() ? std::string("{}") : m.o.config_json;
   m.elapsed_base = m.state.elapsed_seconds;
   m.started = true;
   m.agree_on_parameters();

@@ -103,7 +103,6 @@ class TrainRun {
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
-  void start_follower(const std::string& resume_from);
 };
 
 // curves.svg from metrics records (the objects of metrics.jsonl): panels for loss, learning
