@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "nn/clip_network.h"
+#include "train_fixtures.h"
 #include "train/grad_accum.h"
 #include "train/optimizer.h"
 #include "train/trainer.h"
@@ -14,48 +15,12 @@
 using namespace clip;
 using namespace clip::train;
 using namespace clip::nn;
+using clip::test::make_train_batch;
+using clip::test::tiny_vit_clip_config;
+using clip::test::TrainBatch;
 
 namespace {
 
-ModelConfig tiny_config() {
-  ModelConfig c;
-  c.embed_dim = 16;
-  c.vision.image_size = 16;
-  c.vision.patch_size = 4;
-  c.vision.width = 32;
-  c.vision.heads = 2;
-  c.vision.layers = 2;
-  c.vision.mlp_dim = 128;
-  c.text.context_length = 8;
-  c.text.vocab_size = 50;
-  c.text.width = 24;
-  c.text.heads = 2;
-  c.text.layers = 2;
-  c.text.mlp_dim = 96;
-  return c;
-}
-
-struct Batch {
-  std::vector<float> pixels;
-  std::vector<int32_t> ids;
-  int64_t N;
-};
-
-Batch make_batch(const ModelConfig& c, int64_t N, uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> d;
-  Batch b{std::vector<float>(size_t(N * 3 * c.vision.image_size * c.vision.image_size)),
-          std::vector<int32_t>(size_t(N * c.text.context_length), 0), N};
-  for (auto& p : b.pixels) p = d(gen);
-  const int L = c.text.context_length, V = c.text.vocab_size;
-  for (int64_t r = 0; r < N; ++r) {
-    const int len = 2 + int(gen() % uint32_t(L - 1));
-    b.ids[r * L] = V - 2;
-    for (int l = 1; l < len - 1; ++l) b.ids[r * L + l] = 1 + int(gen() % uint32_t(V - 3));
-    b.ids[r * L + len - 1] = V - 1;
-  }
-  return b;
-}
 
 template <typename T>
 void expect_grads_close(const ClipNetwork<T>& a, const ClipNetwork<T>& b, double rtol,
@@ -75,8 +40,8 @@ void expect_grads_close(const ClipNetwork<T>& a, const ClipNetwork<T>& b, double
 
 template <typename T>
 void check_accumulation(double rtol) {
-  const ModelConfig c = tiny_config();
-  const Batch batch = make_batch(c, 7, 1);
+  const ModelConfig c = tiny_vit_clip_config();
+  const TrainBatch batch = make_train_batch(c, 7, 1);
   ClipNetwork<T> whole(c), micro(c);
   whole.init_openai(5);
   micro.init_openai(5);
@@ -98,8 +63,8 @@ TEST(TrainGradAccum, MicroBatchesGiveTheWholeBatchGradientFloat) { check_accumul
 TEST(TrainGradAccum, MicroBatchesGiveTheWholeBatchGradientDouble) { check_accumulation<double>(1e-12); }
 
 TEST(TrainGradAccum, FrozenTowerGetsNoGradientAndNoUpdate) {
-  const ModelConfig c = tiny_config();
-  const Batch batch = make_batch(c, 4, 2);
+  const ModelConfig c = tiny_vit_clip_config();
+  const TrainBatch batch = make_train_batch(c, 4, 2);
   ClipNetwork<float> full(c), locked(c);
   full.init_openai(9);
   locked.init_openai(9);
@@ -155,7 +120,7 @@ TEST(TrainOptimizer, GlobalNormClipping) {
 }
 
 TEST(TrainOptimizer, LogitScaleClampedToLn100AndZero) {
-  const ModelConfig c = tiny_config();
+  const ModelConfig c = tiny_vit_clip_config();
   for (float start : {5.0f, -0.5f}) {
     ClipNetwork<float> m(c);
     m.init_openai(1);
@@ -171,7 +136,7 @@ TEST(TrainOptimizer, LogitScaleClampedToLn100AndZero) {
 
 TEST(TrainOptimizer, AdamWFirstStepByHand) {
   // One element through torch.optim.AdamW's formulas, decayed and not.
-  const ModelConfig c = tiny_config();
+  const ModelConfig c = tiny_vit_clip_config();
   ClipNetwork<double> m(c);
   m.init_openai(3);
   m.zero_grad();
@@ -198,8 +163,8 @@ TEST(TrainOptimizer, AdamWFirstStepByHand) {
 }
 
 TEST(TrainSeeding, SameSeedSameModelAndSameTraining) {
-  const ModelConfig c = tiny_config();
-  const Batch batch = make_batch(c, 4, 3);
+  const ModelConfig c = tiny_vit_clip_config();
+  const TrainBatch batch = make_train_batch(c, 4, 3);
   ClipNetwork<float> a(c), b(c), other(c);
   a.init_openai(123);
   b.init_openai(123);
@@ -224,8 +189,8 @@ TEST(TrainSeeding, SameSeedSameModelAndSameTraining) {
 }
 
 TEST(TrainModel, TrainingReducesTheLoss) {
-  const ModelConfig c = tiny_config();
-  const Batch batch = make_batch(c, 8, 4);
+  const ModelConfig c = tiny_vit_clip_config();
+  const TrainBatch batch = make_train_batch(c, 8, 4);
   ClipNetwork<float> m(c);
   m.init_openai(7);
   TrainConfig tc;
@@ -245,7 +210,7 @@ TEST(TrainModel, TrainingReducesTheLoss) {
 }
 
 TEST(TrainModel, BadInputsAreErrors) {
-  const ModelConfig c = tiny_config();
+  const ModelConfig c = tiny_vit_clip_config();
   ClipNetwork<float> m(c);
   std::vector<int32_t> ids(size_t(c.text.context_length), 0);
   ids[0] = c.text.vocab_size;  // out of range
@@ -259,8 +224,8 @@ TEST(TrainModel, BadInputsAreErrors) {
 }
 
 TEST(TrainGradAccum, ActivationRecomputationGivesIdenticalGradients) {
-  const ModelConfig c = tiny_config();
-  const Batch batch = make_batch(c, 5, 6);
+  const ModelConfig c = tiny_vit_clip_config();
+  const TrainBatch batch = make_train_batch(c, 5, 6);
   ClipNetwork<float> plain(c), recomputed(c);
   plain.init_openai(8);
   recomputed.init_openai(8);

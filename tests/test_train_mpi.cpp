@@ -30,6 +30,7 @@
 #include "backend/comm.h"
 #include "core/error.h"
 #include "nn/clip_network.h"
+#include "train_fixtures.h"
 #include "train/grad_accum.h"
 #include "train/loss.h"
 #include "train/trainer.h"
@@ -37,29 +38,14 @@
 using namespace clip;
 using namespace clip::train;
 using namespace clip::nn;
+using clip::test::make_train_batch;
+using clip::test::tiny_vit_clip_config;
+using clip::test::TrainBatch;
 
 namespace {
 
-ModelConfig vit_config() {
-  ModelConfig c;
-  c.embed_dim = 16;
-  c.vision.image_size = 16;
-  c.vision.patch_size = 4;
-  c.vision.width = 32;
-  c.vision.heads = 2;
-  c.vision.layers = 2;
-  c.vision.mlp_dim = 128;
-  c.text.context_length = 8;
-  c.text.vocab_size = 50;
-  c.text.width = 24;
-  c.text.heads = 2;
-  c.text.layers = 2;
-  c.text.mlp_dim = 96;
-  return c;
-}
-
 ModelConfig resnet_config() {
-  ModelConfig c = vit_config();
+  ModelConfig c = tiny_vit_clip_config();
   c.vision = VisionConfig{};
   c.vision.resnet_layers = {1, 1, 1, 1};
   c.vision.width = 4;
@@ -71,26 +57,6 @@ ModelConfig resnet_config() {
   return c;
 }
 
-struct Batch {
-  std::vector<float> pixels;
-  std::vector<int32_t> ids;
-};
-
-Batch make_batch(const ModelConfig& c, int64_t N, uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> d;
-  Batch b{std::vector<float>(size_t(N * 3 * c.vision.image_size * c.vision.image_size)),
-          std::vector<int32_t>(size_t(N * c.text.context_length), 0)};
-  for (auto& p : b.pixels) p = d(gen);
-  const int L = c.text.context_length, V = c.text.vocab_size;
-  for (int64_t r = 0; r < N; ++r) {
-    const int len = 2 + int(gen() % uint32_t(L - 1));
-    b.ids[size_t(r * L)] = V - 2;
-    for (int l = 1; l < len - 1; ++l) b.ids[size_t(r * L + l)] = 1 + int(gen() % uint32_t(V - 3));
-    b.ids[size_t(r * L + len - 1)] = V - 1;
-  }
-  return b;
-}
 
 std::vector<double> gaussian(size_t n, uint32_t seed) {
   std::mt19937 gen(seed);
@@ -130,7 +96,7 @@ bool check_case(Comm& comm, const char* arch, const ModelConfig& c, double grad_
   };
   // One step's gradient.
   {
-    const Batch b = make_batch(c, B, 11);
+    const TrainBatch b = make_train_batch(c, B, 11);
     ClipNetwork<T> dist(c), ref(c);
     dist.init_openai(3);
     ref.init_openai(3);
@@ -169,7 +135,7 @@ bool check_case(Comm& comm, const char* arch, const ModelConfig& c, double grad_
     Trainer<T> td(dist, tc), trf(ref, tr);
     double worst_loss = 0;
     for (int step = 0; step < 20; ++step) {
-      const Batch b = make_batch(c, B, 100 + uint32_t(step));
+      const TrainBatch b = make_train_batch(c, B, 100 + uint32_t(step));
       const StepStats sd = td.step(b.pixels.data() + r * local * pixel_row, b.ids.data() + r * local * id_row, local);
       const StepStats sr = trf.step(b.pixels.data(), b.ids.data(), B);
       worst_loss = std::max(worst_loss, std::abs(sd.loss - sr.loss) / std::abs(sr.loss));
@@ -201,13 +167,13 @@ int worker() {
   if (comm.rank() == 0) std::printf("-- %d ranks\n", comm.size());
   bool ok = true;
   try {
-    ok = check_case<double>(comm, "ViT", vit_config(), 1e-12) && ok;
-    ok = check_case<float>(comm, "ViT", vit_config(), 1e-6) && ok;
+    ok = check_case<double>(comm, "ViT", tiny_vit_clip_config(), 1e-12) && ok;
+    ok = check_case<float>(comm, "ViT", tiny_vit_clip_config(), 1e-6) && ok;
     ok = check_case<double>(comm, "ResNet", resnet_config(), 1e-12) && ok;
     // (At 4 ranks a ResNet rank's BatchNorm sees 2 samples, which amplifies float32 rounding
     // over 20 steps to 2e-4 of the loss; float64 shows the computation is the same, 4e-14.)
     if (comm.size() == 2) ok = check_case<float>(comm, "ResNet", resnet_config(), 1e-6) && ok;
-    ModelConfig siglip = vit_config();  // the sigmoid loss (a logit_bias)
+    ModelConfig siglip = tiny_vit_clip_config();  // the sigmoid loss (a logit_bias)
     siglip.init_logit_bias = -10.0f;
     ok = check_case<double>(comm, "ViT sigmoid loss", siglip, 1e-12) && ok;
     ok = check_case<float>(comm, "ViT sigmoid loss", siglip, 1e-6) && ok;
@@ -215,9 +181,9 @@ int worker() {
     rn_siglip.init_logit_bias = -10.0f;
     ok = check_case<double>(comm, "ResNet sigmoid loss", rn_siglip, 1e-12) && ok;
     if (comm.size() == 2) ok = check_case<float>(comm, "ResNet sigmoid loss", rn_siglip, 1e-6) && ok;
-    ok = check_case<double>(comm, "ViT", vit_config(), 1e-12, 0, /*local_loss=*/false) && ok;
+    ok = check_case<double>(comm, "ViT", tiny_vit_clip_config(), 1e-12, 0, /*local_loss=*/false) && ok;
     if (comm.size() == 2) {  // accumulation under MPI: micro-batches of 2 of each rank's 4
-      ok = check_case<double>(comm, "ViT", vit_config(), 1e-12, 2) && ok;
+      ok = check_case<double>(comm, "ViT", tiny_vit_clip_config(), 1e-12, 2) && ok;
       ok = check_case<double>(comm, "ResNet", resnet_config(), 1e-12, 2) && ok;
     }
   } catch (const std::exception& e) {
