@@ -64,6 +64,7 @@ struct SpawnOptions {
   int slow_save_ms = 0;          // CLIP_TEST_SLOW_SAVE
   long file_size_limit = 0;      // RLIMIT_FSIZE in bytes (0: none), with SIGXFSZ ignored
   std::vector<std::pair<std::string, std::string>> env;  // more variables (CLIP_TEST_SIGNAL_AT...)
+  std::vector<std::string> launcher;  // a program (full path) and its flags that runs clip (mpirun)
 };
 
 // Starts `clip <args>` (fork + exec), stdout and stderr into a log file.
@@ -71,7 +72,8 @@ Child spawn(const std::vector<std::string>& args, const SpawnOptions& so = {}) {
   static int counter = 0;
   Child c;
   c.log = scratch() / ("run" + std::to_string(counter++) + ".log");
-  std::vector<std::string> argv = {std::string(CLIP_BINARY_DIR) + "/clip"};
+  std::vector<std::string> argv = so.launcher;
+  argv.push_back(std::string(CLIP_BINARY_DIR) + "/clip");
   argv.insert(argv.end(), args.begin(), args.end());
   c.pid = clip::test::spawn_with_output(argv, c.log.string(), /*with_stderr=*/true, [&so] {
     ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
@@ -654,23 +656,14 @@ namespace {
 
 // `mpirun -np N clip <args>` (as root too; more ranks than cores allowed), one thread each.
 Child spawn_mpi(int np, const std::vector<std::string>& args) {
-  std::vector<std::string> a = {"--allow-run-as-root", "--oversubscribe", "-np", std::to_string(np),
-                                std::string(CLIP_BINARY_DIR) + "/clip"};
-  a.insert(a.end(), args.begin(), args.end());
-  static int counter = 0;
-  Child c;
-  c.log = scratch() / ("mpi" + std::to_string(counter++) + ".log");
-  std::vector<std::string> argv = {"/usr/bin/mpirun"};
-  argv.insert(argv.end(), a.begin(), a.end());
-  c.pid = clip::test::spawn_with_output(argv, c.log.string(), /*with_stderr=*/true, [] {
-    ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-    ::setenv("OMP_NUM_THREADS", "1", 1);
-    // Under ASan: Open MPI's own allocations outlive MPI_Finalize (not clip's to free).
-    ::setenv("ASAN_OPTIONS", "detect_leaks=0", 1);
-    // Containers often forbid the cross-process memory copy of Open MPI's shared-memory transport.
-    ::setenv("OMPI_MCA_btl_vader_single_copy_mechanism", "none", 1);
-  });
-  return c;
+  SpawnOptions so;
+  so.launcher = {"/usr/bin/mpirun", "--allow-run-as-root", "--oversubscribe", "-np", std::to_string(np)};
+  so.env = {{"OMP_NUM_THREADS", "1"},
+            // Under ASan: Open MPI's own allocations outlive MPI_Finalize (not clip's to free).
+            {"ASAN_OPTIONS", "detect_leaks=0"},
+            // Containers often forbid the cross-process memory copy of Open MPI's shared-memory transport.
+            {"OMPI_MCA_btl_vader_single_copy_mechanism", "none"}};
+  return spawn(args, so);
 }
 
 std::vector<double> train_losses(const fs::path& out) {
