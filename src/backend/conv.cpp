@@ -375,27 +375,6 @@ void conv2d_nhwc(const ConvWeights& w, const float* in, int batch, int height, i
   }
 }
 
-void avgpool2d_nhwc(const float* in, int batch, int height, int width, int channels, int k, float* out) {
-  if (k <= 0 || height < k || width < k) throw Error("avgpool2d: kernel " + std::to_string(k) + " larger than the input");
-  const int ho = height / k, wo = width / k;
-#pragma omp parallel for schedule(static)
-  for (int64_t row = 0; row < int64_t(batch) * ho; ++row) {
-    const int64_t n = row / ho;
-    const int oh = int(row % ho);
-    for (int ow = 0; ow < wo; ++ow) {
-      float* o = out + ((n * ho + oh) * wo + ow) * channels;
-      for (int c = 0; c < channels; ++c) o[c] = 0.0f;
-      for (int kh = 0; kh < k; ++kh)
-        for (int kw = 0; kw < k; ++kw) {
-          const float* p = in + ((n * height + oh * k + kh) * int64_t(width) + ow * k + kw) * channels;
-          for (int c = 0; c < channels; ++c) o[c] += p[c];
-        }
-      // Sum then divide, as PyTorch's avg_pool2d does (divisor = k*k without padding).
-      for (int c = 0; c < channels; ++c) o[c] = o[c] / float(k * k);
-    }
-  }
-}
-
 void nchw_to_nhwc(const float* in, int batch, int channels, int height, int width, float* out) {
   const int64_t plane = int64_t(height) * width;
 #pragma omp parallel for schedule(static)

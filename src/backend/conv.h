@@ -91,11 +91,6 @@ void conv2d_nhwc(const ConvWeights& w, const float* in, int batch, int height, i
 void im2col_nhwc(const float* in, int height, int width, int channels, int kernel, int stride,
                  int padding, int64_t row_begin, int64_t row_end, float* col);
 
-// Non-overlapping average pooling (kernel = stride = k, no padding, floor), as
-// torch.nn.AvgPool2d(k): out [n, h/k, w/k, c].
-void avgpool2d_nhwc(const float* in, int batch, int height, int width, int channels, int k,
-                    float* out);
-
 // Layout conversions for the batch of images at the boundaries.
 void nchw_to_nhwc(const float* in, int batch, int channels, int height, int width, float* out);
 void nhwc_to_nchw(const float* in, int batch, int height, int width, int channels, float* out);

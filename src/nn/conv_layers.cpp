@@ -302,7 +302,7 @@ void add_relu_forward(T* y, const T* a, const T* b, int64_t n) {
 template <typename T>
 void avgpool_forward(T* out, const T* in, int64_t N, int64_t H, int64_t W, int64_t C, int64_t k) {
   const int64_t Ho = H / k, Wo = W / k;
-  const T inv = T(1) / T(k * k);
+  const T divisor = T(k * k);
 #pragma omp parallel for collapse(2) schedule(static) if (parallel_worth_it(N * H * W * C))
   for (int64_t n = 0; n < N; ++n)
     for (int64_t oh = 0; oh < Ho; ++oh)
@@ -314,7 +314,9 @@ void avgpool_forward(T* out, const T* in, int64_t N, int64_t H, int64_t W, int64
             const T* src = in + ((n * H + oh * k + i) * W + ow * k + j) * C;
             for (int64_t c = 0; c < C; ++c) o[c] += src[c];
           }
-        for (int64_t c = 0; c < C; ++c) o[c] *= inv;
+        // Sum then divide, as PyTorch's avg_pool2d (the same as * 1/k^2 for ModifiedResNet's
+        // k = 2, not for every k).
+        for (int64_t c = 0; c < C; ++c) o[c] /= divisor;
       }
 }
 

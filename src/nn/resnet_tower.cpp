@@ -314,7 +314,7 @@ void ResNetTower<T>::plan(int64_t B) {
 // ------------------------------------------------------------------ forward / backward
 
 template <typename T>
-void ResNetTower<T>::unit_forward(Unit& u, const T* in, int64_t B, T* y, bool relu, bool update) {
+void ResNetTower<T>::unit_forward(const Unit& u, const T* in, int64_t B, T* y, bool relu, bool update) {
   conv2d_forward(u.c, in, P_ + u.w, B, u.H, u.W, u.s);
   const int64_t M = B * u.Ho * u.Wo, C = u.s.out_channels;
   if (training_) {
@@ -330,7 +330,7 @@ void ResNetTower<T>::unit_forward(Unit& u, const T* in, int64_t B, T* y, bool re
 }
 
 template <typename T>
-void ResNetTower<T>::unit_backward(Unit& u, const T* in, const T* dy, T* din, int64_t B, T* dc) {
+void ResNetTower<T>::unit_backward(const Unit& u, const T* in, const T* dy, T* din, int64_t B, T* dc) {
   const int64_t M = B * u.Ho * u.Wo, C = u.s.out_channels;
   zero(dc, M * C);
   batchnorm_backward(dc, G_ + u.gamma, G_ + u.beta, dy, u.c, P_ + u.gamma, u.mean, u.rstd, M, C,
@@ -338,45 +338,101 @@ void ResNetTower<T>::unit_backward(Unit& u, const T* in, const T* dy, T* din, in
   conv2d_backward(din, G_ + u.w, dc, in, P_ + u.w, B, u.H, u.W, u.s);
 }
 
+// ------------------------------------------------------------------ the walk
+
+// The stages a walk reports as they complete: the stem, then each of the four stages.
+constexpr const char* kStageNames[5] = {"stem", "layer1", "layer2", "layer3", "layer4"};
+
+// A run provides, for a batch of B images:
+//   StemBuffers stem_buffers();                  x0 (NHWC pixels), y1..y3 (the units), out (pooled)
+//   BlockBuffers block_buffers(block, in);       a1, a2 (units), p2 (pooled branch), pd (pooled
+//                                                shortcut), ds (projected shortcut), out
+//   void unit(u, in, out, relu);                 out = [relu](bn(conv(in)))
+//   void residual_unit(u, in, identity, out);    out = relu(bn(conv(in)) + identity)
+//   void stage(i, x, h, w, c);                   stage i's output (NHWC) is complete
+//   void attnpool(x, features);                  the attention-pooling head
+template <typename T>
+template <typename Run>
+void ResNetTower<T>::walk(Run& run, const float* pixels, int64_t B, T* features) const {
+  const auto s = run.stem_buffers();
+  nchw_to_nhwc(s.x0, pixels, B, 3, S_, S_);
+  run.unit(stem1_, s.x0, s.y1, true);
+  run.unit(stem2_, s.y1, s.y2, true);
+  run.unit(stem3_, s.y2, s.y3, true);
+  avgpool_forward(s.out, s.y3, B, stem3_.Ho, stem3_.Wo, width_, 2);
+  run.stage(0, s.out, stem3_.Ho / 2, stem3_.Wo / 2, width_);
+  const T* x = s.out;
+  size_t bi = 0;
+  for (int l = 0; l < 4; ++l) {
+    for (int k = 0; k < layers_[size_t(l)]; ++k, ++bi) {
+      const Block& b = blocks_[bi];
+      const auto o = run.block_buffers(b, x);
+      run.unit(b.c1, x, o.a1, true);
+      run.unit(b.c2, o.a1, o.a2, true);
+      const T* branch = o.a2;
+      if (b.stride > 1) {  // the anti-aliasing average pool after the 3x3 convolution
+        avgpool_forward(o.p2, o.a2, B, b.H, b.W, b.planes, b.stride);
+        branch = o.p2;
+      }
+      const T* identity = x;
+      if (b.has_ds) {  // the shortcut: average pool, then the 1x1 projection
+        if (b.stride > 1) {
+          avgpool_forward(o.pd, x, B, b.H, b.W, b.inplanes, b.stride);
+          identity = o.pd;
+        }
+        run.unit(b.ds, identity, o.ds, false);
+        identity = o.ds;
+      }
+      run.residual_unit(b.c3, branch, identity, o.out);
+      x = o.out;
+    }
+    const Block& last = blocks_[bi - 1];
+    run.stage(l + 1, x, last.Hp, last.Wp, last.planes * 4);
+  }
+  run.attnpool(x, features);
+}
+
+template <typename T>
+struct ResNetTower<T>::StemBuffers {
+  T *x0, *y1, *y2, *y3, *out;
+};
+template <typename T>
+struct ResNetTower<T>::BlockBuffers {
+  T *a1, *a2, *p2, *pd, *ds, *out;
+};
+
+// Training: each unit keeps its convolution's output and batch statistics, each activation
+// its own planned buffer (backward() reads them by the same names).
+template <typename T>
+struct ResNetTower<T>::TrainingRun {
+  ResNetTower& t;
+  int64_t B;
+  bool update;  // update the batch-norm running statistics
+
+  StemBuffers stem_buffers() const { return {t.x0_, t.sa1_, t.sa2_, t.sa3_, t.stem_out_}; }
+  BlockBuffers block_buffers(const Block& b, const T*) const {
+    // The projected shortcut only feeds the sum: scratch (its unit keeps what backward needs).
+    return {b.a1, b.a2, b.p2, b.pd, t.s1_, b.out};
+  }
+  void unit(const Unit& u, const T* in, T* out, bool relu) { t.unit_forward(u, in, B, out, relu, update); }
+  void residual_unit(const Unit& u, const T* in, const T* identity, T* out) {
+    t.unit_forward(u, in, B, out, false, update);
+    add_relu_forward(out, out, identity, B * u.Ho * u.Wo * u.s.out_channels);
+  }
+  void stage(int, const T*, int64_t, int64_t, int64_t) {}
+  void attnpool(const T* x, T* features) {
+    attnpool_forward(features, t.ap_, x, t.pool_weights(), B, t.HW_, t.C4_, t.heads_, t.embed_);
+  }
+};
+
 template <typename T>
 void ResNetTower<T>::forward(const float* pixels, int64_t B, T* features, bool update_running_stats) {
   if (B <= 0) throw Error("training: the ResNet tower's forward needs at least one image");
   plan(B);
   B_used_ = B;
   fwd_training_ = training_;
-  const bool update = training_ && update_running_stats;
-  nchw_to_nhwc(x0_, pixels, B, 3, S_, S_);
-  unit_forward(stem1_, x0_, B, sa1_, true, update);
-  unit_forward(stem2_, sa1_, B, sa2_, true, update);
-  unit_forward(stem3_, sa2_, B, sa3_, true, update);
-  avgpool_forward(stem_out_, sa3_, B, stem3_.Ho, stem3_.Wo, width_, 2);
-  const T* x = stem_out_;
-  for (auto& b : blocks_) {
-    unit_forward(b.c1, x, B, b.a1, true, update);
-    unit_forward(b.c2, b.a1, B, b.a2, true, update);
-    const T* in3 = b.a2;
-    if (b.stride > 1) {
-      avgpool_forward(b.p2, b.a2, B, b.H, b.W, b.planes, b.stride);
-      in3 = b.p2;
-    }
-    unit_forward(b.c3, in3, B, b.out, false, update);
-    const int64_t n = B * b.Hp * b.Wp * b.planes * 4;
-    if (b.has_ds) {
-      const T* ind = x;
-      if (b.stride > 1) {
-        avgpool_forward(b.pd, x, B, b.H, b.W, b.inplanes, b.stride);
-        ind = b.pd;
-      }
-      unit_forward(b.ds, ind, B, s1_, false, update);
-      add_relu_forward(b.out, b.out, s1_, n);
-    } else {
-      add_relu_forward(b.out, b.out, x, n);
-    }
-    x = b.out;
-  }
-  const AttnPoolWeights<T> w{P_ + pos_, P_ + q_w_, P_ + q_b_, P_ + k_w_, P_ + k_b_,
-                             P_ + v_w_, P_ + v_b_, P_ + c_w_, P_ + c_b_};
-  attnpool_forward(features, ap_, x, w, B, HW_, C4_, heads_, embed_);
+  TrainingRun run{*this, B, training_ && update_running_stats};
+  walk(run, pixels, B, features);
 }
 
 template <typename T>
@@ -384,8 +440,7 @@ void ResNetTower<T>::backward(const T* d_features) {
   const int64_t B = B_used_;
   if (B == 0) throw Error("training: the ResNet tower's backward before its forward");
   // Attention pool: d(last stage output) into gA_.
-  const AttnPoolWeights<T> w{P_ + pos_, P_ + q_w_, P_ + q_b_, P_ + k_w_, P_ + k_b_,
-                             P_ + v_w_, P_ + v_b_, P_ + c_w_, P_ + c_b_};
+  const AttnPoolWeights<T> w = pool_weights();
   const AttnPoolGrads<T> g{G_ + pos_, G_ + q_w_, G_ + q_b_, G_ + k_w_, G_ + k_b_,
                            G_ + v_w_, G_ + v_b_, G_ + c_w_, G_ + c_b_};
   zero(gA_, B * HW_ * C4_);
@@ -580,6 +635,57 @@ void attnpool_inference(float* out, const float* x, const AttnPoolWeights<float>
 }
 }  // namespace
 
+// Inference: the prepared units (batch norm folded into the convolutions, ReLU and the
+// residual add fused), the activations in four buffers X, Y, T1, T2 of the largest
+// activation's size, allocated per call (encode is const and may run on several threads).
+// The block's input is X or Y; its units use T1, T2; its projected shortcut goes to the other
+// of X / Y, and the last convolution adds itself in place onto the shortcut.
+template <typename T>
+template <typename F>
+struct ResNetTower<T>::InferenceRun {
+  const ResNetTower& t;
+  const Prepared& prep;
+  int64_t B;
+  const StageHook& hook;
+  StageTimes times;
+  float *X, *Y, *T1, *T2;
+  std::vector<float> nchw;  // the hook's copy
+  InferenceClock::time_point clock = InferenceClock::now();
+
+  StemBuffers stem_buffers() const { return {X, T1, T2, T1, X}; }
+  BlockBuffers block_buffers(const Block& b, const float* in) const {
+    float* cur = in == X ? X : Y;
+    float* spare = in == X ? Y : X;
+    // p2 overwrites a1 (dead once a2 exists), pd overwrites a2 (dead once pooled into p2).
+    return {T1, T2, T1, T2, spare, b.has_ds ? spare : cur};
+  }
+  void unit(const Unit& u, const float* in, float* out, bool relu) {
+    conv::conv2d_nhwc(prep.units[u.id], in, int(B), int(u.H), int(u.W), out, relu, nullptr);
+  }
+  void residual_unit(const Unit& u, const float* in, const float* identity, float* out) {
+    conv::conv2d_nhwc(prep.units[u.id], in, int(B), int(u.H), int(u.W), out, true, identity);
+  }
+  double lap() {
+    const auto now = InferenceClock::now();
+    const double s = std::chrono::duration<double>(now - clock).count();
+    clock = now;
+    return s;
+  }
+  void stage(int i, const float* x, int64_t h, int64_t w, int64_t c) {
+    (i == 0 ? times.stem : times.layer[i - 1]) = lap();
+    if (!hook) return;
+    nchw.resize(size_t(B * c * h * w));
+    conv::nhwc_to_nchw(x, int(B), int(h), int(w), int(c), nchw.data());
+    hook(kStageNames[i], nchw.data(), {B, c, h, w});
+    clock = InferenceClock::now();  // the hook's copy is not the stage's time
+  }
+  void attnpool(const float* x, float* features) {
+    attnpool_inference(features, x, prep.pool, B, t.HW_ + 1, t.C4_, t.heads_, t.embed_, T1);
+    times.attnpool = lap();
+    if (hook) hook("attnpool", features, {B, t.embed_});
+  }
+};
+
 template <typename T>
 void ResNetTower<T>::encode(const float* pixels, int64_t B, float* features, const StageHook& hook,
                             StageTimes* times) const {
@@ -589,9 +695,8 @@ void ResNetTower<T>::encode(const float* pixels, int64_t B, float* features, con
     if (B <= 0) return;
     const std::shared_ptr<const Prepared> prep = prepared_;  // a preparation outlives the call
     if (!prep) throw Error("ResNetTower::encode: the tower is not prepared for inference");
-    const int n = int(B), S = int(S_);
     // The largest activation, in floats: the ping-pong buffers' size.
-    int64_t biggest = B * S * S * 3;
+    int64_t biggest = B * S_ * S_ * 3;
     for (const Unit* u : {&stem1_, &stem2_, &stem3_})
       biggest = std::max(biggest, B * u->Ho * u->Wo * u->s.out_channels);
     for (const Block& b : blocks_)
@@ -602,72 +707,9 @@ void ResNetTower<T>::encode(const float* pixels, int64_t B, float* features, con
     // batch 32 cost RN50 5-10 %.
     const std::unique_ptr<float[]> storage(new float[size_t(4 * biggest)]);
     float* X = storage.get();
-    float* Y = X + biggest;
-    float* T1 = Y + biggest;
-    float* T2 = T1 + biggest;
-    std::vector<float> nchw;
-    auto emit = [&](const char* stage, const float* nhwc, int64_t h, int64_t w, int64_t c) {
-      if (!hook) return;
-      nchw.resize(size_t(B * c * h * w));
-      conv::nhwc_to_nchw(nhwc, n, int(h), int(w), int(c), nchw.data());
-      hook(stage, nchw.data(), {B, c, h, w});
-    };
-    StageTimes t;
-    auto clock = InferenceClock::now();
-    auto lap = [&clock] {
-      const auto now = InferenceClock::now();
-      const double s = std::chrono::duration<double>(now - clock).count();
-      clock = now;
-      return s;
-    };
-    auto unit = [&](const Unit& u, const float* in, float* out, bool relu,
-                    const float* residual = nullptr) {
-      conv::conv2d_nhwc(prep->units[u.id], in, n, int(u.H), int(u.W), out, relu, residual);
-    };
-    // ---- stem
-    conv::nchw_to_nhwc(pixels, n, 3, S, S, X);
-    unit(stem1_, X, T1, true);
-    unit(stem2_, T1, T2, true);
-    unit(stem3_, T2, T1, true);
-    conv::avgpool2d_nhwc(T1, n, int(stem3_.Ho), int(stem3_.Wo), int(width_), 2, X);
-    t.stem = lap();
-    emit("stem", X, stem3_.Ho / 2, stem3_.Wo / 2, width_);
-    // ---- residual stages (X: the current activation)
-    static const char* const names[4] = {"layer1", "layer2", "layer3", "layer4"};
-    size_t bi = 0;
-    for (int l = 0; l < 4; ++l) {
-      for (int k = 0; k < layers_[size_t(l)]; ++k, ++bi) {
-        const Block& b = blocks_[bi];
-        unit(b.c1, X, T1, true);
-        unit(b.c2, T1, T2, true);
-        const float* branch = T2;
-        if (b.stride > 1) {
-          conv::avgpool2d_nhwc(T2, n, int(b.H), int(b.W), int(b.planes), int(b.stride), T1);
-          branch = T1;
-        }
-        // out = relu(conv3(branch) + identity), accumulated in place on the identity.
-        if (b.has_ds) {
-          const float* src = X;
-          if (b.stride > 1) {
-            conv::avgpool2d_nhwc(X, n, int(b.H), int(b.W), int(b.inplanes), int(b.stride), T2);
-            src = T2;
-          }
-          unit(b.ds, src, Y, false);
-          unit(b.c3, branch, Y, true, Y);
-          std::swap(X, Y);
-        } else {
-          unit(b.c3, branch, X, true, X);
-        }
-      }
-      const Block& last = blocks_[bi - 1];
-      t.layer[l] = lap();
-      emit(names[l], X, last.Hp, last.Wp, last.planes * 4);
-    }
-    // ---- attention pool
-    attnpool_inference(features, X, prep->pool, B, HW_ + 1, C4_, heads_, embed_, T1);
-    t.attnpool = lap();
-    if (times) *times = t;
-    if (hook) hook("attnpool", features, {B, embed_});
+    InferenceRun<float> run{*this, *prep, B, hook, {}, X, X + biggest, X + 2 * biggest, X + 3 * biggest, {}};
+    walk(run, pixels, B, features);
+    if (times) *times = run.times;
   }
 }
 

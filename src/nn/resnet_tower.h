@@ -164,9 +164,27 @@ class ResNetTower {
   Unit add_unit(const std::string& conv, const std::string& bn, int64_t in, int64_t out,
                 int64_t k, int64_t stride, int64_t pad, int64_t H, int64_t W);
   void plan(int64_t B);
-  void unit_forward(Unit& u, const T* in, int64_t B, T* y, bool relu, bool update);
+  void unit_forward(const Unit& u, const T* in, int64_t B, T* y, bool relu, bool update);
   // dy: d(batch-norm output); din (may be null) += d(conv input). Uses dc as scratch.
-  void unit_backward(Unit& u, const T* in, const T* dy, T* din, int64_t B, T* dc);
+  void unit_backward(const Unit& u, const T* in, const T* dy, T* din, int64_t B, T* dc);
+
+  // The forward's data flow, written once (resnet_tower.cpp): forward() walks it with a
+  // TrainingRun (batch statistics, every activation kept for backward), encode() with an
+  // InferenceRun (prepared units: batch norm folded, ReLU and the residual add fused into the
+  // convolution; four ping-pong buffers). The run decides how a unit computes and where each
+  // activation lives; the walk decides what follows what.
+  struct StemBuffers;
+  struct BlockBuffers;
+  struct TrainingRun;
+  // A member template only so that instantiating ResNetTower<double> leaves it alone
+  // (inference is float: F = float).
+  template <typename F>
+  struct InferenceRun;
+  AttnPoolWeights<T> pool_weights() const {  // the attention pool's parameters in the arena
+    return {P_ + pos_, P_ + q_w_, P_ + q_b_, P_ + k_w_, P_ + k_b_, P_ + v_w_, P_ + v_b_, P_ + c_w_, P_ + c_b_};
+  }
+  template <typename Run>
+  void walk(Run& run, const float* pixels, int64_t B, T* features) const;
 
   std::string prefix_;
   int64_t S_ = 0, width_ = 0, embed_ = 0, C4_ = 0, heads_ = 0, HW_ = 0;
