@@ -885,15 +885,11 @@ void ClipNetwork<T>::backward_image(const T* d_features) {
   const int64_t B = a.B_used;
   if (B == 0) throw Error("training: backward_image before forward_image");
   const TowerShape& s = vshape_;
-  const int64_t W = s.D, E = config_.embed_dim, cols = 3 * patch_ * patch_, BL = B * s.L;
+  const int64_t W = s.D, cols = 3 * patch_ * patch_, BL = B * s.L;
   const T* P = params_.data();
   T* G = grads_.data();
-  std::fill_n(a.dlnfin, B * W, T(0));
-  project_backward(a.dlnfin, G + v_proj_, d_features, a.lnfin, P + v_proj_, B, E, W);
-  std::fill_n(a.dpooled, B * W, T(0));
-  layernorm_backward(a.dpooled, G + v_lnpost_w_, G + v_lnpost_b_, a.dlnfin, a.pooled,
-                     P + v_lnpost_w_, a.lnfin_mean, a.lnfin_rstd, B, W);
-  transformer_backward(a, s, vblocks_, vweights_, a.lnpre, B);  // a.dpooled -> a.g1
+  pooled_backward(a, s, d_features, v_proj_, v_lnpost_w_, v_lnpost_b_, vblocks_, vweights_,
+                  a.lnpre);
   std::fill_n(a.dln, BL * W, T(0));
   layernorm_backward(a.dln, G + v_lnpre_w_, G + v_lnpre_b_, a.g1, a.x0, P + v_lnpre_w_,
                      a.lnpre_mean, a.lnpre_rstd, BL, W);
@@ -983,16 +979,27 @@ void ClipNetwork<T>::backward_text(const T* d_features) {
   if (B == 0) throw Error("training: backward_text before forward_text");
   TowerShape s = tshape_;
   s.L = a.L_used;
-  const int64_t D = s.D, E = config_.embed_dim;
+  pooled_backward(a, s, d_features, t_proj_, t_lnfin_w_, t_lnfin_b_, tblocks_, tweights_, a.x0);
+  token_embed_backward_packed(grads_.data() + t_tok_, grads_.data() + t_pos_, a.g1, a.ids.data(),
+                              a.seq_off.data(), B, s.D);
+}
+
+// Both towers' head, backwards: the projection, the final LayerNorm over the pooled rows, then
+// the blocks (x: the first block's input); d(features) -> d(input of block 0) in a.g1.
+template <typename T>
+void ClipNetwork<T>::pooled_backward(TowerActs& a, const TowerShape& s, const T* d_features,
+                                     size_t proj, size_t ln_w, size_t ln_b,
+                                     const std::vector<BlockParams>& blocks,
+                                     const std::vector<BlockWeights>& weights, const T* x) {
+  const int64_t B = a.B_used, D = s.D, E = config_.embed_dim;
   const T* P = params_.data();
   T* G = grads_.data();
   std::fill_n(a.dlnfin, B * D, T(0));
-  project_backward(a.dlnfin, G + t_proj_, d_features, a.lnfin, P + t_proj_, B, E, D);
+  project_backward(a.dlnfin, G + proj, d_features, a.lnfin, P + proj, B, E, D);
   std::fill_n(a.dpooled, B * D, T(0));
-  layernorm_backward(a.dpooled, G + t_lnfin_w_, G + t_lnfin_b_, a.dlnfin, a.pooled,
-                     P + t_lnfin_w_, a.lnfin_mean, a.lnfin_rstd, B, D);
-  transformer_backward(a, s, tblocks_, tweights_, a.x0, B);  // a.dpooled -> a.g1
-  token_embed_backward_packed(G + t_tok_, G + t_pos_, a.g1, a.ids.data(), a.seq_off.data(), B, D);
+  layernorm_backward(a.dpooled, G + ln_w, G + ln_b, a.dlnfin, a.pooled, P + ln_w, a.lnfin_mean,
+                     a.lnfin_rstd, B, D);
+  transformer_backward(a, s, blocks, weights, x, B);  // a.dpooled -> a.g1
 }
 
 template class ClipNetwork<float>;

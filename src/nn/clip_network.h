@@ -299,6 +299,10 @@ class ClipNetwork {
   void transformer_backward(TowerActs& acts, const TowerShape& s,
                             const std::vector<BlockParams>& blocks,
                             const std::vector<BlockWeights>& weights, const T* x, int64_t B);
+  // A tower's projection and final LayerNorm backward, then transformer_backward.
+  void pooled_backward(TowerActs& acts, const TowerShape& s, const T* d_features, size_t proj,
+                       size_t ln_w, size_t ln_b, const std::vector<BlockParams>& blocks,
+                       const std::vector<BlockWeights>& weights, const T* x);
 
   ModelConfig config_;
   Act act_;
