@@ -129,7 +129,8 @@ TEST(AppInfo, SystemReportsTheCpuAndTheCapLowersThePaths) {
   EXPECT_EQ(field(base.out, "own kernels"), "baseline (scalar/SSE)");
   EXPECT_EQ(field(base.out, "oneDNN kernels"), "sse41");
   EXPECT_EQ(field(base.out, "best isa"), best);  // the cap does not change what the CPU has
-  // The int4 / GGUF block kernel follows the cap too (portable below AVX512-VNNI).
+  // The int4 / GGUF block kernel follows the cap too (portable below AVX2, avx2 below
+  // AVX512-VNNI).
   EXPECT_NE(base.out.find("block kernel: portable"), std::string::npos) << base.out;
   EXPECT_NE(native.out.find("training:"), std::string::npos) << native.out;
 
@@ -139,6 +140,7 @@ TEST(AppInfo, SystemReportsTheCpuAndTheCapLowersThePaths) {
     EXPECT_EQ(field(avx2.out, "isa in use"), "avx2");
     EXPECT_EQ(field(avx2.out, "own kernels"), "avx2+fma");
     EXPECT_EQ(field(avx2.out, "oneDNN kernels"), "avx2");
+    EXPECT_NE(avx2.out.find("block kernel: avx2)"), std::string::npos) << avx2.out;
   }
   // A cap above the CPU changes nothing.
   const CliRun amx = info_system("amx");

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "backend/cpu_features.h"
+#include "backend/simd_target.h"
 #include "core/error.h"
 #include "core/gguf.h"
 #include "core/tensor.h"
@@ -251,18 +252,113 @@ void vnni_block(const BlockWeight& w, const QuantizedRows& x, int64_t m0, int64_
 #pragma GCC pop_options
 #endif
 
-bool use_vnni() { return cpu_isa() >= Isa::AVX512_VNNI; }
+// ---- AVX2 kernel (CPUs with AVX2 + FMA and no AVX512-VNNI) ----
+// One block of 32 values per step, the activations in their natural order. q4_0: the 16 stored
+// bytes unpacked to [low nibbles | high nibbles] = values 0..15 | 16..31, minus 8; vpmaddubsw
+// (u8 x s8, adjacent products summed in int16: |sum| <= 2 * 255 * 8, never saturates), then
+// vpmaddwd with ones: eight int32 partial sums of the block. q8_0: vpmaddubsw could saturate
+// (2 * 255 * 128 > 32767), so both sides are widened to int16 and multiplied by vpmaddwd
+// (exact in int32). Then, per block, one conversion and one FMA with the block's scale.
+CLIP_AVX2_BEGIN
+
+inline float avx2_sum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// MR rows x NR columns of y, all K.
+template <BlockFormat F, int MR, int NR>
+void avx2_tile(const BlockWeight& w, const QuantizedRows& x, int64_t m0, int64_t n0, float* y, int64_t ldy,
+               const float* bias, bool accumulate) {
+  const int64_t G = w.groups;
+  constexpr int64_t sb = F == BlockFormat::Q4_0 ? 16 : 32;
+  __m256 acc[MR][NR];
+  for (int r = 0; r < MR; ++r)
+    for (int c = 0; c < NR; ++c) acc[r][c] = _mm256_setzero_ps();
+  const uint8_t* wq[NR];
+  const float* ws[NR];
+  for (int c = 0; c < NR; ++c) {
+    wq[c] = w.data.data() + (n0 + c) * G * sb;
+    ws[c] = w.scale.data() + (n0 + c) * G;
+  }
+  const uint8_t* xu[MR];
+  for (int r = 0; r < MR; ++r) xu[r] = x.u + (m0 + r) * x.stride;
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int64_t g = 0; g < G; ++g) {
+    __m256i xv[MR];
+    for (int r = 0; r < MR; ++r) xv[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xu[r] + g * 32));
+    for (int c = 0; c < NR; ++c) {
+      const __m256 d = _mm256_set1_ps(ws[c][g]);
+      if constexpr (F == BlockFormat::Q4_0) {
+        const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wq[c] + g * sb));
+        const __m256i nibbles = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(b, 4), b), _mm256_set1_epi8(0x0F));
+        const __m256i wv = _mm256_sub_epi8(nibbles, _mm256_set1_epi8(8));
+        for (int r = 0; r < MR; ++r) {
+          const __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(xv[r], wv), ones);
+          acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), d, acc[r][c]);
+        }
+      } else {
+        const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq[c] + g * sb));
+        const __m256i wlo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(b));
+        const __m256i whi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(b, 1));
+        for (int r = 0; r < MR; ++r) {
+          const __m256i ulo = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(xv[r]));
+          const __m256i uhi = _mm256_cvtepu8_epi16(_mm256_extracti128_si256(xv[r], 1));
+          const __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(ulo, wlo), _mm256_madd_epi16(uhi, whi));
+          acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), d, acc[r][c]);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int c = 0; c < NR; ++c)
+      store(y + (m0 + r) * ldy + n0 + c, finish(w, x, m0 + r, n0 + c, avx2_sum(acc[r][c])), bias, n0 + c,
+            accumulate);
+}
+
+// 2 rows x 4 columns: 8 accumulators, 2 activation and up to 4 weight registers of 16.
+template <BlockFormat F>
+void avx2_block(const BlockWeight& w, const QuantizedRows& x, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
+                float* y, int64_t ldy, const float* bias, bool accumulate) {
+  for (int64_t m = m0; m < m1;) {
+    const bool two = m + 2 <= m1;
+    int64_t n = n0;
+    for (; n + 4 <= n1; n += 4)
+      two ? avx2_tile<F, 2, 4>(w, x, m, n, y, ldy, bias, accumulate)
+          : avx2_tile<F, 1, 4>(w, x, m, n, y, ldy, bias, accumulate);
+    for (; n < n1; ++n)
+      two ? avx2_tile<F, 2, 1>(w, x, m, n, y, ldy, bias, accumulate)
+          : avx2_tile<F, 1, 1>(w, x, m, n, y, ldy, bias, accumulate);
+    m += two ? 2 : 1;
+  }
+}
+
+CLIP_AVX2_END
+
+enum class BlockKernel { Vnni, Avx2, Portable };
+BlockKernel block_kernel() {
+  if (cpu_isa() >= Isa::AVX512_VNNI) return BlockKernel::Vnni;
+  return cpu_use_avx2() ? BlockKernel::Avx2 : BlockKernel::Portable;
+}
 
 }  // namespace
 
-const char* block_kernel_name() { return use_vnni() ? "avx512_vnni" : "portable"; }
+const char* block_kernel_name() {
+  switch (block_kernel()) {
+    case BlockKernel::Vnni: return "avx512_vnni";
+    case BlockKernel::Avx2: return "avx2";
+    default: return "portable";
+  }
+}
 
 void block_linear(const BlockWeight& w, float* y, const float* x, const float* bias, int64_t M, int64_t ldx,
                   int64_t ldy, bool accumulate) {
   if (M <= 0) return;
   const int64_t K = w.k, N = w.n, stride = w.groups * kBlock;
-  const bool vnni = use_vnni();
-  const bool permuted = vnni && w.format == BlockFormat::Q4_0;
+  const BlockKernel kernel = block_kernel();
+  const bool permuted = kernel == BlockKernel::Vnni && w.format == BlockFormat::Q4_0;
   // This thread's buffers (each OpenMP worker has its own, empty, thread_local), grown only.
   thread_local std::vector<uint8_t> u_buffer;
   thread_local std::vector<float> scale_buffer;
@@ -298,12 +394,15 @@ void block_linear(const BlockWeight& w, float* y, const float* x, const float* b
     for (int64_t cs = 0; cs < col_slices; ++cs) {
       const int64_t m0 = ms * kRows, m1 = std::min(M, m0 + kRows);
       const int64_t n0 = cs * kCols, n1 = std::min(N, n0 + kCols);
-      if (!vnni)
-        portable_tile(w, xq, m0, m1, n0, n1, y, ldy, bias, accumulate);
-      else if (w.format == BlockFormat::Q4_0)
-        vnni_block<BlockFormat::Q4_0>(w, xq, m0, m1, n0, n1, y, ldy, bias, accumulate);
+      const bool q4 = w.format == BlockFormat::Q4_0;
+      if (kernel == BlockKernel::Vnni)
+        (q4 ? vnni_block<BlockFormat::Q4_0> : vnni_block<BlockFormat::Q8_0>)(w, xq, m0, m1, n0, n1, y, ldy, bias,
+                                                                              accumulate);
+      else if (kernel == BlockKernel::Avx2)
+        (q4 ? avx2_block<BlockFormat::Q4_0> : avx2_block<BlockFormat::Q8_0>)(w, xq, m0, m1, n0, n1, y, ldy, bias,
+                                                                              accumulate);
       else
-        vnni_block<BlockFormat::Q8_0>(w, xq, m0, m1, n0, n1, y, ldy, bias, accumulate);
+        portable_tile(w, xq, m0, m1, n0, n1, y, ldy, bias, accumulate);
     }
 }
 

@@ -8,8 +8,9 @@
 // s = (max - min) / 255 over [min(0, min x), max(0, max x)], zero point z), then
 //   y[m, n] = s[m] (sum_g d[n, g] sum_{k in g} u[m, k] q[n, k]  -  z[m] sum_k w[n, k])
 // with the block sums in int32 (exact) and the rest in f32: the 4-bit (or 8-bit) weights are
-// never widened to floats. Kernels, picked at run time: AVX512-VNNI (vpdpbusd over two blocks
-// per instruction; `block_kernel_name()` says which), else a portable loop with the same sums.
+// never widened to floats. Kernels, picked at run time (`block_kernel_name()` says which):
+// AVX512-VNNI (vpdpbusd over two blocks per instruction), else AVX2 (vpmaddubsw / vpmaddwd over
+// one block), else a portable loop; all three compute the same exact int32 block sums.
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -42,7 +43,7 @@ std::shared_ptr<BlockWeight> block_weight_from_f32(BlockFormat format, const flo
 void block_linear(const BlockWeight& w, float* y, const float* x, const float* bias, int64_t M, int64_t ldx,
                   int64_t ldy, bool accumulate);
 
-// The kernel block_linear uses on this CPU under CLIP_MAX_ISA: "avx512_vnni" or "portable".
+// The kernel block_linear uses on this CPU under CLIP_MAX_ISA: "avx512_vnni", "avx2" or "portable".
 const char* block_kernel_name();
 
 // One row of x as block_linear quantizes it (also the int8 path's): u[j] in 0..255 with

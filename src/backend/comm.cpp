@@ -35,6 +35,12 @@ int count(int64_t n) {
   if (n < 0 || n > INT_MAX) count_too_large(n);
   return int(n);
 }
+// The sums go in pieces of at most INT_MAX / 2 values (MPI counts are ints): f(offset, count).
+template <class F>
+void in_pieces(int64_t n, F&& f) {
+  constexpr int64_t piece = INT_MAX / 2;
+  for (int64_t at = 0; at < n; at += piece) f(at, count(std::min(piece, n - at)));
+}
 void check(int rc, const char* what) {
   if (rc == MPI_SUCCESS) return;
   char text[MPI_MAX_ERROR_STRING];
@@ -169,11 +175,10 @@ std::string Comm::library() const {
   }                                                                                                    \
   void Comm::allreduce_sum(T* data, int64_t n) {                                                       \
     if (!mpi_) return;                                                                                 \
-    for (int64_t at = 0; at < n; at += INT_MAX / 2) {                                                  \
-      const int64_t k = std::min<int64_t>(INT_MAX / 2, n - at);                                        \
-      check(MPI_Allreduce(MPI_IN_PLACE, data + at, count(k), type_of<T>(), MPI_SUM, MPI_COMM_WORLD),   \
+    in_pieces(n, [&](int64_t at, int k) {                                                              \
+      check(MPI_Allreduce(MPI_IN_PLACE, data + at, k, type_of<T>(), MPI_SUM, MPI_COMM_WORLD),          \
             "MPI_Allreduce");                                                                          \
-    }                                                                                                  \
+    });                                                                                                \
   }                                                                                                    \
   void Comm::broadcast(T* data, int64_t n, int root) {                                                 \
     if (!mpi_) return;                                                                                 \
@@ -222,13 +227,11 @@ namespace {
 template <class T>
 void start_sum(bool mpi, T* data, int64_t n) {
   if (!mpi) return;
-  for (int64_t at = 0; at < n; at += INT_MAX / 2) {
+  in_pieces(n, [&](int64_t at, int k) {
     MPI_Request r;
-    check(MPI_Iallreduce(MPI_IN_PLACE, data + at, count(std::min<int64_t>(INT_MAX / 2, n - at)), type_of<T>(), MPI_SUM,
-                         MPI_COMM_WORLD, &r),
-          "MPI_Iallreduce");
+    check(MPI_Iallreduce(MPI_IN_PLACE, data + at, k, type_of<T>(), MPI_SUM, MPI_COMM_WORLD, &r), "MPI_Iallreduce");
     pending().push_back(r);
-  }
+  });
   Progress& p = progress();
   if (!progress_thread_allowed() || p.thread.joinable()) return;  // (one batch of requests at a time)
   p.requests.swap(pending());
