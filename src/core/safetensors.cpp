@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <bit>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -312,8 +313,10 @@ Tensor SafetensorsFile::to_f32(const SafetensorsTensorInfo& t) const {
 
 // ---- writing ----
 
-std::vector<uint8_t> serialize_safetensors(const NamedTensors& tensors,
-                                           const std::map<std::string, std::string>& metadata) {
+namespace {
+// The file image of `tensors`; copied(i) is called once tensors[i]'s bytes are in it.
+std::vector<uint8_t> serialize_image(const NamedTensors& tensors, const std::map<std::string, std::string>& metadata,
+                                     const std::function<void(size_t)>& copied) {
   std::vector<const std::pair<std::string, Tensor>*> order;
   std::set<std::string_view> names;
   for (const auto& nt : tensors) {
@@ -376,8 +379,20 @@ std::vector<uint8_t> serialize_safetensors(const NamedTensors& tensors,
   for (const auto* nt : order) {
     const auto* p = static_cast<const uint8_t*>(nt->second.data);
     out.insert(out.end(), p, p + nt->second.nbytes());
+    if (copied) copied(size_t(nt - tensors.data()));
   }
   return out;
+}
+}  // namespace
+
+std::vector<uint8_t> serialize_safetensors(const NamedTensors& tensors,
+                                           const std::map<std::string, std::string>& metadata) {
+  return serialize_image(tensors, metadata, {});
+}
+
+std::vector<uint8_t> serialize_safetensors(NamedTensors&& tensors, const std::map<std::string, std::string>& metadata) {
+  // Each tensor's storage is let go as soon as it is copied: the image grows as they shrink.
+  return serialize_image(tensors, metadata, [&tensors](size_t i) { tensors[i].second = Tensor(); });
 }
 
 void write_safetensors(const std::string& path, const NamedTensors& tensors,

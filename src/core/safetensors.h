@@ -93,6 +93,10 @@ using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 // The complete file image (header + data), as the writer lays it out.
 std::vector<uint8_t> serialize_safetensors(const NamedTensors& tensors,
                                            const std::map<std::string, std::string>& metadata = {});
+// The same, releasing each tensor's storage once it is copied (a file image made from tensors
+// built for it, e.g. a GGUF file's dequantized ones: the peak is about one image, not two).
+std::vector<uint8_t> serialize_safetensors(NamedTensors&& tensors,
+                                           const std::map<std::string, std::string>& metadata = {});
 // Writes `tensors` to `path` atomically (the old file survives any failure).
 void write_safetensors(const std::string& path, const NamedTensors& tensors,
                        const std::map<std::string, std::string>& metadata = {});
