@@ -109,6 +109,37 @@ TEST(BlockQuant, ProductsEqualTheDequantizedProductInFloat64) {
   }
 }
 
+TEST(BlockQuant, ExtremeValuesDoNotSaturate) {
+  // The largest int8 products: inputs quantized to 255 against q8_0 bytes of -128 (a GGUF file
+  // may hold them; ggml's quantizer writes -127..127) and q4_0's -8. Two adjacent products,
+  // 2 * 255 * -128 = -65280, do not fit int16 (an AVX2 vpmaddubsw of the raw bytes would
+  // clamp them to -32768): every kernel must give the exact sums.
+  const int64_t n = 3, k = 64;
+  const std::vector<float> x(size_t(k), 1.f);  // all 255 (scale 1/255, zero point 0)
+  for (BlockFormat f : {BlockFormat::Q8_0, BlockFormat::Q4_0}) {
+    SCOPED_TRACE(clip::block_format_name(f));
+    const int64_t block_bytes = f == BlockFormat::Q8_0 ? 34 : 18;
+    std::vector<uint8_t> ggml(size_t(n * k / 32 * block_bytes));
+    for (int64_t b = 0; b < n * k / 32; ++b) {
+      uint8_t* p = ggml.data() + b * block_bytes;
+      p[0] = 0x00;  // f16 1.0: the scale
+      p[1] = 0x3C;
+      const int64_t row = b / (k / 32);  // row 0: the most negative values, 1: the most positive, 2: mixed
+      for (int64_t j = 2; j < block_bytes; ++j) {
+        const bool low = row == 0 || (row == 2 && j % 2 == 0);
+        p[j] = f == BlockFormat::Q8_0 ? uint8_t(low ? 0x80 : 0x7F) : uint8_t(low ? 0x00 : 0xFF);
+      }
+    }
+    auto w = clip::block_weight_from_ggml(f, ggml.data(), n, k, "test");
+    std::vector<float> y(static_cast<size_t>(n));
+    clip::block_linear(*w, y.data(), x.data(), nullptr, 1, k, n, false);
+    const double lo = f == BlockFormat::Q8_0 ? -128 : -8, hi = f == BlockFormat::Q8_0 ? 127 : 7;
+    EXPECT_NEAR(y[0], lo * double(k), 1e-4 * double(k)) << clip::block_kernel_name();
+    EXPECT_NEAR(y[1], hi * double(k), 1e-4 * double(k)) << clip::block_kernel_name();
+    EXPECT_NEAR(y[2], (lo + hi) / 2 * double(k), 1e-4 * double(k)) << clip::block_kernel_name();
+  }
+}
+
 TEST(BlockQuant, WeightsAreGgmlsBlocks) {
   // From a GGUF file's bytes and from f32 through ggml's quantizer: the same weight.
   const int64_t n = 5, k = 96;
