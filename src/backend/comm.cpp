@@ -209,12 +209,6 @@ double Comm::allreduce_max(double value) {
   return value;
 }
 
-void Comm::barrier() {
-#if defined(CLIP_HAVE_MPI)
-  if (mpi_) check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
-#endif
-}
-
 void Comm::abort(int code) {
 #if defined(CLIP_HAVE_MPI)
   if (mpi_) MPI_Abort(MPI_COMM_WORLD, code);

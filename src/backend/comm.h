@@ -43,7 +43,6 @@ class Comm {
   // data[n] = root's data on every rank.
   void broadcast(float* data, int64_t n, int root = 0);
   void broadcast(double* data, int64_t n, int root = 0);
-  void barrier();
   // Ends every process of the job with `code` (after a rank's error, so the others do not wait
   // forever in a collective). Returns only in a world of one.
   void abort(int code);

@@ -133,12 +133,6 @@ Tensor Tensor::to_f32() const {
   return out;
 }
 
-Tensor Tensor::clone() const {
-  Tensor out = empty(shape, dtype);
-  std::memcpy(out.data, data, nbytes());
-  return out;
-}
-
 std::string Tensor::shape_str() const {
   std::ostringstream os;
   os << '[';

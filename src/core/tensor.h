@@ -52,7 +52,6 @@ struct Tensor {
 
   // A copy converted to f32 (f16/bf16/f64 widened or narrowed); f32 input is copied.
   Tensor to_f32() const;
-  Tensor clone() const;
   std::string shape_str() const;  // "[3, 224, 224]"
   void check_dtype(DType t) const;
 };
