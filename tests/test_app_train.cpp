@@ -400,7 +400,7 @@ TEST_F(TrainApp, WritesMetricsCurvesConfigAndAModelThatClipEmbedLoads) {
   EXPECT_EQ(read_text_file((out / "checkpoints" / "latest").string()), "step_00000010\n");
 
   // The final model (and any checkpoint) works with `clip embed` with nothing else.
-  for (const fs::path m : {out / "model", out / "checkpoints" / "step_00000008"}) {
+  for (const fs::path& m : {out / "model", out / "checkpoints" / "step_00000008"}) {
     const fs::path npy = scratch() / "embed.npy";
     clip::test::CliRun r = clip::test::run_clip("embed --model " + m.string() + " --text \"a photo\" -o " + npy.string(),
                                                 scratch().string());
