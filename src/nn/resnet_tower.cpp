@@ -343,6 +343,16 @@ void ResNetTower<T>::unit_backward(const Unit& u, const T* in, const T* dy, T* d
 // The stages a walk reports as they complete: the stem, then each of the four stages.
 constexpr const char* kStageNames[5] = {"stem", "layer1", "layer2", "layer3", "layer4"};
 
+// Where a run puts the stem's and a block's activations.
+template <typename T>
+struct ResNetTower<T>::StemBuffers {
+  T *x0, *y1, *y2, *y3, *out;
+};
+template <typename T>
+struct ResNetTower<T>::BlockBuffers {
+  T *a1, *a2, *p2, *pd, *ds, *out;
+};
+
 // A run provides, for a batch of B images:
 //   StemBuffers stem_buffers();                  x0 (NHWC pixels), y1..y3 (the units), out (pooled)
 //   BlockBuffers block_buffers(block, in);       a1, a2 (units), p2 (pooled branch), pd (pooled
@@ -391,15 +401,6 @@ void ResNetTower<T>::walk(Run& run, const float* pixels, int64_t B, T* features)
   }
   run.attnpool(x, features);
 }
-
-template <typename T>
-struct ResNetTower<T>::StemBuffers {
-  T *x0, *y1, *y2, *y3, *out;
-};
-template <typename T>
-struct ResNetTower<T>::BlockBuffers {
-  T *a1, *a2, *p2, *pd, *ds, *out;
-};
 
 // Training: each unit keeps its convolution's output and batch statistics, each activation
 // its own planned buffer (backward() reads them by the same names).
