@@ -12,6 +12,7 @@
 //   * damaged files are clear errors.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -53,8 +54,8 @@ class Gguf : public ::testing::Test {
 };
 
 // Image and text features of a model on fixed random pixels and token ids.
-std::vector<float> features(const std::string& path) {
-  clip::ClipModel m(clip::load_checkpoint(path));
+std::vector<float> features(const std::string& path, const clip::LoadOptions& options = {}) {
+  clip::ClipModel m(clip::load_checkpoint(path, options));
   const int S = m.image_size(), D = m.embed_dim(), B = 3, ctx = m.config().text.context_length;
   std::mt19937 rng(5);
   std::normal_distribution<float> g;
@@ -148,6 +149,36 @@ TEST_F(Gguf, QuantizedBlocksRunAsStored) {
     for (const auto& [name, b] : ck.block_weights) EXPECT_EQ(b.format, clip::BlockFormat::Q8_0) << type << " " << name;
   }
   fs::remove_all(out);
+}
+
+// An inference load (LoadOptions::blocks_without_f32, what clip::Model and the commands use)
+// does not dequantize the block-stored weights at all: they read as zeros, every other tensor
+// as in a full load, and the features are bit-identical to a full load's (the network never
+// reads those f32 values).
+TEST_F(Gguf, InferenceLoadLeavesBlockWeightsUndequantized) {
+  for (const std::string type : {"q4_0", "q8_0"}) {
+    SCOPED_TRACE(type);
+    const std::string path = files() + "/gguf/model-" + type + ".gguf";
+    clip::LoadOptions lean;
+    lean.blocks_without_f32 = true;
+    const clip::LoadedCheckpoint full = clip::load_checkpoint(path), light = clip::load_checkpoint(path, lean);
+    ASSERT_FALSE(light.block_weights.empty());
+    ASSERT_EQ(light.tensors.size(), full.tensors.size());
+    for (const auto& [name, t] : full.tensors) {
+      const clip::Tensor& u = light.get(name, t.shape);
+      ASSERT_EQ(u.dtype, t.dtype) << name;
+      const bool in_blocks = light.block_weights.count(name) != 0;
+      const auto* a = static_cast<const uint8_t*>(t.data);
+      const auto* b = static_cast<const uint8_t*>(u.data);
+      if (in_blocks) {
+        EXPECT_TRUE(std::all_of(b, b + u.nbytes(), [](uint8_t x) { return x == 0; })) << name;
+        EXPECT_FALSE(std::all_of(a, a + t.nbytes(), [](uint8_t x) { return x == 0; })) << name;
+      } else {
+        EXPECT_EQ(std::memcmp(a, b, t.nbytes()), 0) << name;
+      }
+    }
+    EXPECT_EQ(features(path, lean), features(path));
+  }
 }
 
 TEST_F(Gguf, ConvertWritesWhatClipCppsConverterWrites) {

@@ -145,14 +145,19 @@ void MappedFile::release_pages(const void* data, size_t bytes) const {
   discard_pages(data, bytes);
 }
 
-void MappedFile::discard_pages(const void* data, size_t bytes) const {
+void discard_whole_pages(const void* data, size_t bytes) {
   static const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
   const uintptr_t begin = reinterpret_cast<uintptr_t>(data);
-  const uintptr_t map_begin = reinterpret_cast<uintptr_t>(data_);
-  if (!data_ || begin < map_begin || begin + bytes > map_begin + size_) return;
   // Only whole pages inside the range: neighbours sharing a page may still be in use.
   const uintptr_t first = (begin + page - 1) / page * page, last = (begin + bytes) / page * page;
   if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
+void MappedFile::discard_pages(const void* data, size_t bytes) const {
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(data);
+  const uintptr_t map_begin = reinterpret_cast<uintptr_t>(data_);
+  if (!data_ || begin < map_begin || begin + bytes > map_begin + size_) return;
+  discard_whole_pages(data, bytes);
 }
 
 MappedFile::~MappedFile() {

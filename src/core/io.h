@@ -34,6 +34,11 @@ inline void write_file_atomic(const std::string& path, std::string_view s) {
   write_file_atomic(path, s.data(), s.size());
 }
 
+// The whole pages of [data, data + bytes) in private memory (a mapping made in memory, the
+// heap) are given back to the system and read as zeros afterwards; pages the range only
+// partly covers are left alone. Only for values that are never read again.
+void discard_whole_pages(const void* data, size_t bytes);
+
 // A read-only memory map of a whole file. Zero-length files map to an empty span.
 class MappedFile {
  public:

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "core/io.h"
 
 namespace clip {
 
@@ -314,9 +315,9 @@ Tensor SafetensorsFile::to_f32(const SafetensorsTensorInfo& t) const {
 // ---- writing ----
 
 namespace {
-// The file image of `tensors`; copied(i) is called once tensors[i]'s bytes are in it.
+// The file image of `tensors`; copied(i, at, n) is called once tensors[i]'s n bytes are in it at `at`.
 std::vector<uint8_t> serialize_image(const NamedTensors& tensors, const std::map<std::string, std::string>& metadata,
-                                     const std::function<void(size_t)>& copied) {
+                                     const std::function<void(size_t, uint8_t*, size_t)>& copied) {
   std::vector<const std::pair<std::string, Tensor>*> order;
   std::set<std::string_view> names;
   for (const auto& nt : tensors) {
@@ -378,8 +379,9 @@ std::vector<uint8_t> serialize_image(const NamedTensors& tensors, const std::map
   out.insert(out.end(), text.begin(), text.end());
   for (const auto* nt : order) {
     const auto* p = static_cast<const uint8_t*>(nt->second.data);
-    out.insert(out.end(), p, p + nt->second.nbytes());
-    if (copied) copied(size_t(nt - tensors.data()));
+    const size_t at = out.size(), n = nt->second.nbytes();
+    out.insert(out.end(), p, p + n);  // (reserved: out never moves)
+    if (copied) copied(size_t(nt - tensors.data()), out.data() + at, n);
   }
   return out;
 }
@@ -390,9 +392,13 @@ std::vector<uint8_t> serialize_safetensors(const NamedTensors& tensors,
   return serialize_image(tensors, metadata, {});
 }
 
-std::vector<uint8_t> serialize_safetensors(NamedTensors&& tensors, const std::map<std::string, std::string>& metadata) {
+std::vector<uint8_t> serialize_safetensors(NamedTensors&& tensors, const std::map<std::string, std::string>& metadata,
+                                           const std::set<std::string>& given_back) {
   // Each tensor's storage is let go as soon as it is copied: the image grows as they shrink.
-  return serialize_image(tensors, metadata, [&tensors](size_t i) { tensors[i].second = Tensor(); });
+  return serialize_image(tensors, metadata, [&](size_t i, uint8_t* at, size_t n) {
+    if (given_back.count(tensors[i].first)) discard_whole_pages(at, n);
+    tensors[i].second = Tensor();
+  });
 }
 
 void write_safetensors(const std::string& path, const NamedTensors& tensors,

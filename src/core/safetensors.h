@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -95,8 +96,11 @@ std::vector<uint8_t> serialize_safetensors(const NamedTensors& tensors,
                                            const std::map<std::string, std::string>& metadata = {});
 // The same, releasing each tensor's storage once it is copied (a file image made from tensors
 // built for it, e.g. a GGUF file's dequantized ones: the peak is about one image, not two).
+// The pages of the tensors named in `given_back` are given back once copied (core/io.h
+// discard_whole_pages): they read as zeros in the image (values its reader never reads).
 std::vector<uint8_t> serialize_safetensors(NamedTensors&& tensors,
-                                           const std::map<std::string, std::string>& metadata = {});
+                                           const std::map<std::string, std::string>& metadata = {},
+                                           const std::set<std::string>& given_back = {});
 // Writes `tensors` to `path` atomically (the old file survives any failure).
 void write_safetensors(const std::string& path, const NamedTensors& tensors,
                        const std::map<std::string, std::string>& metadata = {});

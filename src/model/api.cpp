@@ -95,6 +95,7 @@ LoadedModel load_model(const std::string& path, const std::string& vocab_path, c
   LoadedModel m;
   LoadOptions load_options;
   load_options.config_path = config_path;
+  load_options.blocks_without_f32 = true;  // only ClipModel reads it: the blocks run as stored
   LoadedCheckpoint ckpt = load_checkpoint(path, load_options);
   const std::string model_dir = ckpt.model_dir;
   m.preprocess = PreprocessConfig{};

@@ -1,7 +1,12 @@
 #include "model/gguf_clip.h"
 
+#include <sys/mman.h>
+
+#include <algorithm>
 #include <cmath>
 #include <map>
+#include <memory>
+#include <set>
 
 #include "core/error.h"
 #include "model/checkpoint_writer.h"
@@ -64,22 +69,53 @@ ModelConfig clip_gguf_config(const GgufFile& f) {
   return c;
 }
 
-NamedTensors clip_gguf_hf_tensors(const GgufFile& f, const ModelConfig& config) {
+namespace {
+// The image's tensors (see clip_gguf_safetensors_image); those whose HF names are in `zeros`
+// are F32 zeros of their shape (views of one untouched anonymous mapping: no memory).
+NamedTensors hf_tensors(const GgufFile& f, const ModelConfig& config, const std::set<std::string>& zeros) {
   std::map<std::string, std::string> hf_of;  // GGUF name -> HF name
   for (const auto& [canonical, shape] : expected_tensors(config)) {
     if (canonical == "logit_scale") continue;
     for (const std::string& hf : hf_mapping_for(canonical).names) hf_of[clip_gguf_tensor_name(hf)] = hf;
   }
+  std::shared_ptr<void> zero_pages;
+  size_t zero_bytes = 0;
+  for (const GgufTensorInfo& t : f.tensors()) {
+    auto it = hf_of.find(t.name);
+    if (it != hf_of.end() && zeros.count(it->second)) {
+      size_t n = sizeof(float);
+      for (int64_t d : t.shape) n *= size_t(d);
+      zero_bytes = std::max(zero_bytes, n);
+    }
+  }
+  if (zero_bytes > 0) {
+    void* p = ::mmap(nullptr, zero_bytes, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw Error(f.path() + ": out of address space for " + std::to_string(zero_bytes) + " bytes");
+    zero_pages = std::shared_ptr<void>(p, [zero_bytes](void* q) { ::munmap(q, zero_bytes); });
+  }
   NamedTensors out;
   for (const GgufTensorInfo& t : f.tensors()) {
     auto it = hf_of.find(t.name);
     if (it == hf_of.end()) throw Error(f.path() + ": unexpected tensor " + t.name + " (not part of a CLIP ViT)");
-    out.emplace_back(it->second, f.to_stored(t));
+    if (zeros.count(it->second))
+      out.emplace_back(it->second, Tensor::view(zero_pages.get(), t.shape, DType::F32, zero_pages));
+    else
+      out.emplace_back(it->second, f.to_stored(t));
   }
   Tensor scale = Tensor::empty({}, DType::F32);
   scale.f32()[0] = std::log(100.f);
   out.emplace_back("logit_scale", scale);
   return out;
+}
+}  // namespace
+
+std::vector<uint8_t> clip_gguf_safetensors_image(const GgufFile& f, const ModelConfig& config,
+                                                 const std::map<std::string, LoadedCheckpoint::BlockRows>* blocks) {
+  std::set<std::string> zeros;  // HF names of the block-stored weights' parts
+  if (blocks)
+    for (const auto& [canonical, b] : *blocks)
+      for (const std::string& hf : hf_mapping_for(canonical).names) zeros.insert(hf);
+  return serialize_safetensors(hf_tensors(f, config, zeros), {}, zeros);
 }
 
 std::map<std::string, LoadedCheckpoint::BlockRows> clip_gguf_block_weights(const GgufFile& f, const ModelConfig& config) {

@@ -391,7 +391,13 @@ const LoadedCheckpoint::BlockRows* LoadedCheckpoint::block_rows_for(const float*
 }
 
 void LoadedCheckpoint::discard_dequantized(const float* data, int64_t count) const {
-  if (mapping && count > 0) mapping->discard_pages(data, size_t(count) * sizeof(float));
+  if (count <= 0) return;
+  // In the in-memory image of the file, or in a copy made at load (Hugging Face's q/k/v
+  // concatenated into in_proj): either way memory of this checkpoint's own.
+  if (is_mapped(data, count))
+    mapping->discard_pages(data, size_t(count) * sizeof(float));
+  else
+    discard_whole_pages(data, size_t(count) * sizeof(float));
 }
 
 const Tensor& LoadedCheckpoint::get(const std::string& name, const std::vector<int64_t>& expected_shape) const {
@@ -421,8 +427,9 @@ LoadedCheckpoint load_checkpoint(const std::string& path, const LoadOptions& opt
       const GgufFile g = GgufFile::open(files.weights);
       embedded_config = clip_gguf_config(g);
       if (!options.validate_only) gguf_blocks = clip_gguf_block_weights(g, *embedded_config);
-      return SafetensorsFile::from_mapping(
-          MappedFile::from_bytes(serialize_safetensors(clip_gguf_hf_tensors(g, *embedded_config)), files.weights));
+      return SafetensorsFile::from_mapping(MappedFile::from_bytes(
+          clip_gguf_safetensors_image(g, *embedded_config, options.blocks_without_f32 ? &gguf_blocks : nullptr),
+          files.weights));
     }
     return SafetensorsFile::open(files.weights);
   };

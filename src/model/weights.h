@@ -56,8 +56,9 @@ struct LoadedCheckpoint {
   // The blocks of rows [first_row, first_row + rows) of the tensor whose f32 values `data`
   // points into (with `cols` columns), or null when that tensor has none.
   const BlockRows* block_rows_for(const float* data, int64_t rows, int64_t cols, int64_t& first_row) const;
-  // For such weights once prepared from their blocks: the f32 copy's memory is given back (it
-  // reads as zeros afterwards).
+  // For such weights once prepared from their blocks: the f32 copy's memory (in the file's
+  // in-memory image, or a copy made at load such as a concatenated in_proj) is given back (it
+  // reads as zeros afterwards). `data` must point into one of `tensors`.
   void discard_dequantized(const float* data, int64_t count) const;
 };
 
@@ -74,6 +75,10 @@ struct LoadOptions {
   // Validate names, shapes and dtypes but convert nothing: `tensors` stays empty (for
   // `clip info`, which must not spend time and memory widening a large f16 file).
   bool validate_only = false;
+  // For a network that runs a GGUF file's q4_0 / q8_0 block weights as stored (inference:
+  // model/api's load_model): their f32 values are not made (they read as zeros), saving most
+  // of the dequantized copy. Not where the values are read (conversion, training from a file).
+  bool blocks_without_f32 = false;
 };
 LoadedCheckpoint load_checkpoint(const std::string& path, const LoadOptions& options);
 
