@@ -39,21 +39,10 @@ void normalise_rows_backward(const std::vector<double>& y, const std::vector<dou
 
 template <typename T>
 ClipLossResult<T> clip_loss(const T* image_features, const T* text_features, int64_t N,
-                            int64_t E, T logit_scale, T* d_image, T* d_text, T* d_logit_scale,
-                            bool accumulate) {
+                            int64_t E, T logit_scale, T* d_image, T* d_text, T* d_logit_scale) {
   if (N <= 0 || E <= 0) throw Error("clip_loss: empty batch or feature size");
   // The whole batch is the one share of a partition of one.
-  if (!accumulate)
-    return clip_loss_rows<T>(image_features, text_features, N, E, logit_scale, 0, N, d_image, d_text, d_logit_scale);
-  std::vector<T> di(d_image ? size_t(N * E) : 0), dt(d_text ? size_t(N * E) : 0);
-  T ds = 0;
-  const ClipLossResult<T> r = clip_loss_rows<T>(image_features, text_features, N, E, logit_scale, 0, N,
-                                                d_image ? di.data() : nullptr, d_text ? dt.data() : nullptr,
-                                                d_logit_scale ? &ds : nullptr);
-  for (size_t k = 0; k < di.size(); ++k) d_image[k] += di[k];
-  for (size_t k = 0; k < dt.size(); ++k) d_text[k] += dt[k];
-  if (d_logit_scale) *d_logit_scale += ds;
-  return r;
+  return clip_loss_rows<T>(image_features, text_features, N, E, logit_scale, 0, N, d_image, d_text, d_logit_scale);
 }
 
 template <typename T>
@@ -195,9 +184,8 @@ template ClipLossResult<float> clip_loss_rows<float>(const float*, const float*,
 template ClipLossResult<double> clip_loss_rows<double>(const double*, const double*, int64_t, int64_t, double,
                                                        int64_t, int64_t, double*, double*, double*);
 template ClipLossResult<float> clip_loss<float>(const float*, const float*, int64_t, int64_t,
-                                                float, float*, float*, float*, bool);
+                                                float, float*, float*, float*);
 template ClipLossResult<double> clip_loss<double>(const double*, const double*, int64_t,
-                                                  int64_t, double, double*, double*, double*,
-                                                  bool);
+                                                  int64_t, double, double*, double*, double*);
 
 }  // namespace clip::train

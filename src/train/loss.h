@@ -19,12 +19,11 @@ struct ClipLossResult {
 };
 
 // Forward and backward at once. image_features, text_features: [N, E] (unnormalised).
-// d_image, d_text ([N, E]) and d_logit_scale receive dloss/d(input) (+= when accumulate is
-// true, else overwritten); each may be null.
+// d_image, d_text ([N, E]) and d_logit_scale receive dloss/d(input) (overwritten); each may
+// be null.
 template <typename T>
 ClipLossResult<T> clip_loss(const T* image_features, const T* text_features, int64_t N,
-                            int64_t E, T logit_scale, T* d_image, T* d_text, T* d_logit_scale,
-                            bool accumulate = false);
+                            int64_t E, T logit_scale, T* d_image, T* d_text, T* d_logit_scale);
 
 // The share of the loss that rows [row0, row0 + rows) of an N-row batch own, for data-parallel
 // training with local loss (open_clip's ClipLoss(local_loss=True) after gather-with-grad): the
