@@ -114,34 +114,32 @@ ClipLossResult<T> gradients_on(Comm& comm, ClipNetwork<T>& model, const float* p
   // 3. back-propagation, the image tower first: the sum of its gradients over the ranks (the
   //    first bucket) starts while the text tower's backward runs (Comm's helper thread drives
   //    it); then the second bucket (text tower, logit parameters). comm_s counts the waits.
+  //    In one pass the towers kept their activations; with micro-batches each is re-run
+  //    (forward(b, n)) before its backward.
   std::vector<T> scratch(size_t(mb * E));
-  if (options.train_image) {
-    if (mb == N) {
-      model.backward_image(dimg.data());
-    } else {
-      for (int64_t b = 0; b < N; b += mb) {
-        const int64_t n = std::min(mb, N - b);
-        // The same batch statistics as in pass 1; the running statistics already counted it.
-        model.forward_image(pixels + b * image_elems, n, scratch.data(), /*update_running_stats=*/false);
-        model.backward_image(dimg.data() + b * E);
-      }
+  auto backward_tower = [&](const std::vector<T>& d_features, auto&& forward, auto&& backward) {
+    if (mb == N) return backward(d_features.data());
+    for (int64_t b = 0; b < N; b += mb) {
+      forward(b, std::min(mb, N - b));
+      backward(d_features.data() + b * E);
     }
-  }
+  };
+  if (options.train_image)
+    backward_tower(
+        dimg,
+        [&](int64_t b, int64_t n) {
+          // The same batch statistics as in pass 1; the running statistics already counted it.
+          model.forward_image(pixels + b * image_elems, n, scratch.data(), /*update_running_stats=*/false);
+        },
+        [&](const T* d) { model.backward_image(d); });
   const auto [image_begin, image_end] = model.tower_range(Tower::Image);
   const int64_t total = int64_t(model.num_params());
   const bool image_first = image_begin == 0;  // the arena's layout: image, text, shared
   if (image_first) comm.start_allreduce_sum(model.grads(), int64_t(image_end));
-  if (options.train_text) {
-    if (mb == N) {
-      model.backward_text(dtxt.data());
-    } else {
-      for (int64_t b = 0; b < N; b += mb) {
-        const int64_t n = std::min(mb, N - b);
-        model.forward_text(ids + b * ctx, n, scratch.data());
-        model.backward_text(dtxt.data() + b * E);
-      }
-    }
-  }
+  if (options.train_text)
+    backward_tower(
+        dtxt, [&](int64_t b, int64_t n) { model.forward_text(ids + b * ctx, n, scratch.data()); },
+        [&](const T* d) { model.backward_text(d); });
   // 4. the parameter gradients of every rank's rows (the logit parameters' shares too), summed
   double losses[3] = {r.loss, r.loss_image_to_text, r.loss_text_to_image};
   timed([&] {
