@@ -82,11 +82,7 @@ NamedTensors hf_tensors(const GgufFile& f, const ModelConfig& config, const std:
   size_t zero_bytes = 0;
   for (const GgufTensorInfo& t : f.tensors()) {
     auto it = hf_of.find(t.name);
-    if (it != hf_of.end() && zeros.count(it->second)) {
-      size_t n = sizeof(float);
-      for (int64_t d : t.shape) n *= size_t(d);
-      zero_bytes = std::max(zero_bytes, n);
-    }
+    if (it != hf_of.end() && zeros.count(it->second)) zero_bytes = std::max(zero_bytes, size_t(t.numel()) * sizeof(float));
   }
   if (zero_bytes > 0) {
     void* p = ::mmap(nullptr, zero_bytes, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
