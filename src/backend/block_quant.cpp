@@ -287,8 +287,15 @@ void avx2_tile(const BlockWeight& w, const QuantizedRows& x, int64_t m0, int64_t
   for (int r = 0; r < MR; ++r) xu[r] = x.u + (m0 + r) * x.stride;
   const __m256i ones = _mm256_set1_epi16(1);
   for (int64_t g = 0; g < G; ++g) {
-    __m256i xv[MR];
-    for (int r = 0; r < MR; ++r) xv[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xu[r] + g * 32));
+    // q4_0: the 32 bytes as loaded; q8_0: widened to int16 once for all columns (lo, hi halves).
+    __m256i xv[MR], xlo[MR], xhi[MR];
+    for (int r = 0; r < MR; ++r) {
+      xv[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xu[r] + g * 32));
+      if constexpr (F == BlockFormat::Q8_0) {
+        xlo[r] = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(xv[r]));
+        xhi[r] = _mm256_cvtepu8_epi16(_mm256_extracti128_si256(xv[r], 1));
+      }
+    }
     for (int c = 0; c < NR; ++c) {
       const __m256 d = _mm256_set1_ps(ws[c][g]);
       if constexpr (F == BlockFormat::Q4_0) {
@@ -304,9 +311,7 @@ void avx2_tile(const BlockWeight& w, const QuantizedRows& x, int64_t m0, int64_t
         const __m256i wlo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(b));
         const __m256i whi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(b, 1));
         for (int r = 0; r < MR; ++r) {
-          const __m256i ulo = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(xv[r]));
-          const __m256i uhi = _mm256_cvtepu8_epi16(_mm256_extracti128_si256(xv[r], 1));
-          const __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(ulo, wlo), _mm256_madd_epi16(uhi, whi));
+          const __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(xlo[r], wlo), _mm256_madd_epi16(xhi[r], whi));
           acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), d, acc[r][c]);
         }
       }
